@@ -1,0 +1,301 @@
+// Package postgres implements store.DB on PostgreSQL with pgx.
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", for migrations
+
+	"github.com/evotodo/evo/migrations"
+	"github.com/evotodo/evo/store"
+)
+
+// DB is a PostgreSQL-backed store.DB.
+type DB struct {
+	pool *pgxpool.Pool
+	url  string
+}
+
+var _ store.DB = (*DB)(nil)
+
+// Open connects to url with a pool of at most maxConns connections and
+// checks that the server answers.
+func Open(ctx context.Context, url string, maxConns int32) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	cfg.MaxConnIdleTime = 5 * time.Minute
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open PostgreSQL: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	return &DB{pool: pool, url: url}, nil
+}
+
+// Migrate applies the pending migrations.
+func (db *DB) Migrate(ctx context.Context, log *slog.Logger) error {
+	sdb, err := sql.Open("pgx", db.url)
+	if err != nil {
+		return fmt.Errorf("open PostgreSQL for migrations: %w", err)
+	}
+	defer sdb.Close()
+	return migrations.Up(ctx, sdb, migrations.Postgres, log)
+}
+
+// Pool returns the connection pool.
+func (db *DB) Pool() *pgxpool.Pool { return db.pool }
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error {
+	return wrap("ping", db.pool.Ping(ctx))
+}
+
+// Close closes the pool.
+func (db *DB) Close() error {
+	db.pool.Close()
+	return nil
+}
+
+const userCols = `id, email, name, "emailVerified", image, "createdAt", "updatedAt"`
+
+func scanUser(row pgx.Row) (store.User, error) {
+	var u store.User
+	err := row.Scan(&u.ID, &u.Email, &u.Name, &u.EmailVerified, &u.Image, &u.CreatedAt, &u.UpdatedAt)
+	u.CreatedAt, u.UpdatedAt = u.CreatedAt.UTC(), u.UpdatedAt.UTC()
+	return u, err
+}
+
+// GetUser returns the user; CodeNotFound if there is none.
+func (db *DB) GetUser(ctx context.Context, id string) (store.User, error) {
+	u, err := scanUser(db.pool.QueryRow(ctx, `SELECT `+userCols+` FROM "user" WHERE id = $1`, id))
+	return u, wrap("get user", err)
+}
+
+// EnsureUser returns the user with this email, creating it if missing.
+func (db *DB) EnsureUser(ctx context.Context, email, name string) (store.User, error) {
+	now := store.Now()
+	u, err := scanUser(db.pool.QueryRow(ctx, `
+		INSERT INTO "user" (id, email, name, "emailVerified", "createdAt", "updatedAt")
+		VALUES ($1, $2, $3, false, $4, $4)
+		ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email
+		RETURNING `+userCols, store.NewUserID(), email, name, now))
+	return u, wrap("ensure user", err)
+}
+
+const todoCols = `id::text, user_id, title, description, is_complete, created_at, updated_at`
+
+func scanTodo(row pgx.Row) (store.Todo, error) {
+	var t store.Todo
+	err := row.Scan(&t.ID, &t.UserID, &t.Title, &t.Description, &t.IsComplete, &t.CreatedAt, &t.UpdatedAt)
+	t.CreatedAt, t.UpdatedAt = t.CreatedAt.UTC(), t.UpdatedAt.UTC()
+	return t, err
+}
+
+// ListTodos returns a page of the user's todos, newest first, and the total.
+func (db *DB) ListTodos(ctx context.Context, userID string, f store.TodoFilter) ([]store.Todo, int, error) {
+	var total int
+	err := db.pool.QueryRow(ctx, `
+		SELECT count(*) FROM todos
+		WHERE user_id = $1 AND ($2::boolean IS NULL OR is_complete = $2)`,
+		userID, f.IsComplete).Scan(&total)
+	if err != nil {
+		return nil, 0, wrap("count todos", err)
+	}
+	rows, err := db.pool.Query(ctx, `
+		SELECT `+todoCols+` FROM todos
+		WHERE user_id = $1 AND ($2::boolean IS NULL OR is_complete = $2)
+		ORDER BY created_at DESC, id DESC OFFSET $3 LIMIT $4`,
+		userID, f.IsComplete, f.Skip, f.Limit)
+	if err != nil {
+		return nil, 0, wrap("list todos", err)
+	}
+	todos, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Todo, error) { return scanTodo(r) })
+	if err != nil {
+		return nil, 0, wrap("list todos", err)
+	}
+	return todos, total, nil
+}
+
+// GetTodo returns one of the user's todos; CodeNotFound otherwise.
+func (db *DB) GetTodo(ctx context.Context, userID, id string) (store.Todo, error) {
+	t, err := scanTodo(db.pool.QueryRow(ctx, `SELECT `+todoCols+` FROM todos WHERE id = $1 AND user_id = $2`, id, userID))
+	return t, wrap("get todo", err)
+}
+
+// CreateTodo inserts a todo and appends its todo.created event.
+func (db *DB) CreateTodo(ctx context.Context, userID string, in store.TodoCreate) (store.Event, error) {
+	now := store.Now()
+	return db.change(ctx, userID, store.EventTodoCreated, func(tx pgx.Tx) (store.Todo, error) {
+		return scanTodo(tx.QueryRow(ctx, `
+			INSERT INTO todos (id, user_id, title, description, is_complete, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, false, $5, $5)
+			RETURNING `+todoCols, store.NewID(), userID, in.Title, in.Description, now))
+	})
+}
+
+// UpdateTodo changes a todo and appends its todo.updated event.
+func (db *DB) UpdateTodo(ctx context.Context, userID, id string, in store.TodoUpdate) (store.Event, error) {
+	now := store.Now()
+	return db.change(ctx, userID, store.EventTodoUpdated, func(tx pgx.Tx) (store.Todo, error) {
+		return scanTodo(tx.QueryRow(ctx, `
+			UPDATE todos SET title = COALESCE($3, title), description = COALESCE($4, description),
+				is_complete = COALESCE($5, is_complete), updated_at = $6
+			WHERE id = $1 AND user_id = $2
+			RETURNING `+todoCols, id, userID, in.Title, in.Description, in.IsComplete, now))
+	})
+}
+
+// DeleteTodo deletes a todo and appends its todo.deleted event.
+func (db *DB) DeleteTodo(ctx context.Context, userID, id string) (store.Event, error) {
+	return db.change(ctx, userID, store.EventTodoDeleted, func(tx pgx.Tx) (store.Todo, error) {
+		return scanTodo(tx.QueryRow(ctx, `DELETE FROM todos WHERE id = $1 AND user_id = $2 RETURNING `+todoCols, id, userID))
+	})
+}
+
+// change runs write and appends the event of its result in one transaction.
+// The seq comes from the user's counter row, bumped last so that its row
+// lock, which serializes the user's changes, is held as briefly as possible.
+func (db *DB) change(ctx context.Context, userID, typ string, write func(pgx.Tx) (store.Todo, error)) (store.Event, error) {
+	var ev store.Event
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		todo, err := write(tx)
+		if err != nil {
+			return err
+		}
+		ev = store.Event{Type: typ, Todo: todo, At: store.Now()}
+		data, err := json.Marshal(todo)
+		if err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, `
+			INSERT INTO user_seqs (user_id, seq) VALUES ($1, 1)
+			ON CONFLICT (user_id) DO UPDATE SET seq = user_seqs.seq + 1
+			RETURNING seq`, userID).Scan(&ev.Seq); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO todo_events (user_id, seq, type, todo, created_at) VALUES ($1, $2, $3, $4, $5)`,
+			userID, ev.Seq, typ, data, ev.At)
+		return err
+	})
+	return ev, wrap(typ, err)
+}
+
+// EventsSince returns up to limit events with seq > since, in seq order.
+func (db *DB) EventsSince(ctx context.Context, userID string, since int64, limit int) ([]store.Event, error) {
+	rows, err := db.pool.Query(ctx, `
+		SELECT type, seq, todo, created_at FROM todo_events
+		WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, userID, since, limit)
+	if err != nil {
+		return nil, wrap("events since", err)
+	}
+	evs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Event, error) {
+		var ev store.Event
+		var data []byte
+		if err := r.Scan(&ev.Type, &ev.Seq, &data, &ev.At); err != nil {
+			return ev, err
+		}
+		ev.At = ev.At.UTC()
+		return ev, json.Unmarshal(data, &ev.Todo)
+	})
+	return evs, wrap("events since", err)
+}
+
+// LastSeq returns the user's latest seq, 0 if there is none.
+func (db *DB) LastSeq(ctx context.Context, userID string) (int64, error) {
+	var seq int64
+	err := db.pool.QueryRow(ctx, `SELECT seq FROM user_seqs WHERE user_id = $1`, userID).Scan(&seq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	return seq, wrap("last seq", err)
+}
+
+// PruneEvents deletes old events, always keeping each user's newest.
+func (db *DB) PruneEvents(ctx context.Context, keep int, before time.Time) (int64, error) {
+	tag, err := db.pool.Exec(ctx, store.PruneEventsSQL("$1", "$2"), keep, before)
+	return tag.RowsAffected(), wrap("prune events", err)
+}
+
+// CreateChatMessage stores an exchange with the agent.
+func (db *DB) CreateChatMessage(ctx context.Context, m store.ChatMessage) (store.ChatMessage, error) {
+	m = store.NewChatMessage(m)
+	_, err := db.pool.Exec(ctx, `
+		INSERT INTO chat_messages (id, user_id, message, response, tool_calls, status, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`,
+		m.ID, m.UserID, m.Message, m.Response, string(m.ToolCalls), m.Status, m.CreatedAt)
+	return m, wrap("create chat message", err)
+}
+
+// ListChatMessages returns the user's exchanges before before, newest first.
+func (db *DB) ListChatMessages(ctx context.Context, userID string, before time.Time, limit int) ([]store.ChatMessage, error) {
+	if before.IsZero() {
+		before = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	rows, err := db.pool.Query(ctx, `
+		SELECT id::text, user_id, message, response, tool_calls::text, status, created_at, updated_at
+		FROM chat_messages WHERE user_id = $1 AND created_at < $2
+		ORDER BY created_at DESC, id DESC LIMIT $3`, userID, before, limit)
+	if err != nil {
+		return nil, wrap("list chat messages", err)
+	}
+	ms, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.ChatMessage, error) {
+		var m store.ChatMessage
+		var calls string
+		err := r.Scan(&m.ID, &m.UserID, &m.Message, &m.Response, &calls, &m.Status, &m.CreatedAt, &m.UpdatedAt)
+		m.ToolCalls = json.RawMessage(calls)
+		m.CreatedAt, m.UpdatedAt = m.CreatedAt.UTC(), m.UpdatedAt.UTC()
+		return m, err
+	})
+	return ms, wrap("list chat messages", err)
+}
+
+// wrap turns driver errors into store errors: no rows is CodeNotFound, a
+// database that cannot be reached is CodeUnavailable; others keep their
+// cause for the log and are internal.
+func wrap(op string, err error) error {
+	var se *store.Error
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &se):
+		return err
+	case errors.Is(err, pgx.ErrNoRows):
+		return store.Errorf(store.CodeNotFound, "%s", notFound(op))
+	case errors.As(err, &ce), errors.As(err, &ne), errors.Is(err, context.DeadlineExceeded), pgconn.SafeToRetry(err):
+		return fmt.Errorf("%s: %w: %v", op, store.ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+func notFound(op string) string {
+	switch op {
+	case "get user":
+		return "user not found"
+	}
+	return "todo not found"
+}
