@@ -1,0 +1,173 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/joho/godotenv"
+)
+
+// Config is every setting of the server, read once from the environment
+// (and an optional .env file in the working directory, which the real
+// environment overrides). Each field's doc states its variable and default;
+// .env.example and the README list them too.
+type Config struct {
+	// Environment is ENVIRONMENT: "development" (default) or "production".
+	// Production requires BETTER_AUTH_URL and never runs the dev issuer.
+	Environment string `env:"ENVIRONMENT" envDefault:"development"`
+	// Debug is DEBUG: debug-level logs. Default false.
+	Debug bool `env:"DEBUG" envDefault:"false"`
+	// Host is HOST, the listen address. Default "" (all interfaces).
+	Host string `env:"HOST"`
+	// Port is PORT. Default 8000; 0 picks a free port.
+	Port int `env:"PORT" envDefault:"8000"`
+	// DataDir is DATA_DIR: the SQLite file and the dev signing key. Default ./data.
+	DataDir string `env:"DATA_DIR" envDefault:"./data"`
+	// DatabaseURL is DATABASE_URL: PostgreSQL. Empty (default): embedded SQLite.
+	DatabaseURL string `env:"DATABASE_URL"`
+	// DBMaxConns is DB_MAX_CONNS, the PostgreSQL pool size. Default 5 (the
+	// seed's pool of 2 plus an overflow of 3).
+	DBMaxConns int `env:"DB_MAX_CONNS" envDefault:"5"`
+	// RedisURL is REDIS_URL: Redis pub/sub fan-out across replicas. Empty
+	// (default): in-process fan-out, one replica.
+	RedisURL string `env:"REDIS_URL"`
+	// BetterAuthURL is BETTER_AUTH_URL: the Better Auth base URL; the JWKS is
+	// {BETTER_AUTH_URL}/api/auth/jwks and iss and aud must equal it. Empty
+	// outside production: the server is its own dev issuer.
+	BetterAuthURL string `env:"BETTER_AUTH_URL"`
+	// JWKSCacheLifespan is JWKS_CACHE_LIFESPAN, seconds a fetched key set is
+	// trusted before it is fetched again. Default 300.
+	JWKSCacheLifespan int `env:"JWKS_CACHE_LIFESPAN" envDefault:"300"`
+	// JWKSCacheMaxKeys is JWKS_CACHE_MAX_KEYS, keys kept from a key set. Default 16.
+	JWKSCacheMaxKeys int `env:"JWKS_CACHE_MAX_KEYS" envDefault:"16"`
+	// JWKSRefreshInterval is JWKS_REFRESH_INTERVAL: the least time between two
+	// fetches caused by unknown key ids. Default 10s.
+	JWKSRefreshInterval time.Duration `env:"JWKS_REFRESH_INTERVAL" envDefault:"10s"`
+	// JWTLeeway is JWT_LEEWAY, the clock skew allowed on exp, nbf and iat. Default 30s.
+	JWTLeeway time.Duration `env:"JWT_LEEWAY" envDefault:"30s"`
+	// CORSOrigins is CORS_ORIGINS, comma-separated. Default http://localhost:3000.
+	CORSOrigins []string `env:"CORS_ORIGINS" envDefault:"http://localhost:3000" envSeparator:","`
+	// ShutdownTimeout is SHUTDOWN_TIMEOUT: how long a stopping server waits
+	// for requests and sockets to finish. Default 10s.
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
+	// RequestTimeout is REQUEST_TIMEOUT, the longest a REST request may
+	// take. Default 30s.
+	RequestTimeout time.Duration `env:"REQUEST_TIMEOUT" envDefault:"30s"`
+	// BodyLimit is BODY_LIMIT, the largest request body in bytes. Default 1 MiB.
+	BodyLimit int `env:"BODY_LIMIT" envDefault:"1048576"`
+	// EventRetentionCount is EVENT_RETENTION_COUNT: events kept per user for
+	// resume. Default 10000.
+	EventRetentionCount int `env:"EVENT_RETENTION_COUNT" envDefault:"10000"`
+	// EventRetentionAge is EVENT_RETENTION_AGE: events older than this are
+	// pruned (each user's newest is always kept). Default 168h (7 days).
+	EventRetentionAge time.Duration `env:"EVENT_RETENTION_AGE" envDefault:"168h"`
+}
+
+// Production reports whether ENVIRONMENT is production.
+func (c *Config) Production() bool { return c.Environment == "production" }
+
+// DevIssuer reports whether the server issues its own dev tokens.
+func (c *Config) DevIssuer() bool { return c.BetterAuthURL == "" && !c.Production() }
+
+// LoadConfig reads the configuration from getenv, falling back to a .env
+// file in the working directory, and validates it. Errors name the variable.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	vars := map[string]string{}
+	if dotenv, err := godotenv.Read(".env"); err == nil {
+		vars = dotenv
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return Config{}, fmt.Errorf("read .env: %w", err)
+	}
+	for _, name := range configVars() {
+		if v := getenv(name); v != "" {
+			vars[name] = v
+		}
+	}
+	var cfg Config
+	if err := env.ParseWithOptions(&cfg, env.Options{Environment: vars}); err != nil {
+		return Config{}, fmt.Errorf("configuration: %w", err)
+	}
+	return cfg, cfg.validate()
+}
+
+// configVars lists the variable names of Config.
+func configVars() []string {
+	var names []string
+	params, _ := env.GetFieldParams(&Config{})
+	for _, p := range params {
+		names = append(names, p.Key)
+	}
+	return names
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{name}, args...)...))
+	}
+	switch c.Environment {
+	case "development", "production", "test":
+	default:
+		bad("ENVIRONMENT", "must be development, production or test, got %q", c.Environment)
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		bad("PORT", "must be between 0 and 65535, got %d", c.Port)
+	}
+	if c.Production() && c.BetterAuthURL == "" {
+		bad("BETTER_AUTH_URL", "is required when ENVIRONMENT=production: the dev issuer never runs in production, and without Better Auth no token can be verified")
+	}
+	if c.BetterAuthURL != "" {
+		u, err := url.Parse(c.BetterAuthURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("BETTER_AUTH_URL", "must be an http(s) URL, got %q", c.BetterAuthURL)
+		}
+		c.BetterAuthURL = strings.TrimRight(c.BetterAuthURL, "/")
+	}
+	if c.DatabaseURL != "" && !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
+		bad("DATABASE_URL", "must be a postgres:// URL")
+	}
+	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
+		bad("REDIS_URL", "must be a redis:// or rediss:// URL")
+	}
+	positive := []struct {
+		name string
+		v    int
+	}{
+		{"DB_MAX_CONNS", c.DBMaxConns}, {"JWKS_CACHE_LIFESPAN", c.JWKSCacheLifespan},
+		{"JWKS_CACHE_MAX_KEYS", c.JWKSCacheMaxKeys}, {"BODY_LIMIT", c.BodyLimit},
+		{"EVENT_RETENTION_COUNT", c.EventRetentionCount},
+	}
+	for _, p := range positive {
+		if p.v <= 0 {
+			bad(p.name, "must be positive, got %d", p.v)
+		}
+	}
+	durations := []struct {
+		name string
+		v    time.Duration
+	}{
+		{"JWKS_REFRESH_INTERVAL", c.JWKSRefreshInterval}, {"JWT_LEEWAY", c.JWTLeeway + 1},
+		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout}, {"REQUEST_TIMEOUT", c.RequestTimeout},
+		{"EVENT_RETENTION_AGE", c.EventRetentionAge},
+	}
+	for _, d := range durations {
+		if d.v <= 0 {
+			bad(d.name, "must be a positive duration such as 30s")
+		}
+	}
+	for _, o := range c.CORSOrigins {
+		if o == "*" {
+			bad("CORS_ORIGINS", "must list origins: \"*\" cannot be used with credentials")
+		}
+	}
+	if c.DataDir != "" {
+		c.DataDir = filepath.Clean(c.DataDir)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,282 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/cors"
+	"github.com/gofiber/fiber/v2/middleware/recover"
+	"github.com/gofiber/fiber/v2/middleware/requestid"
+
+	"github.com/evotodo/evo/app/auth"
+	"github.com/evotodo/evo/store"
+	"github.com/evotodo/evo/store/postgres"
+	"github.com/evotodo/evo/store/sqlite"
+)
+
+// Locals keys.
+const (
+	requestIDKey = "requestid"
+	userKey      = "user_id"
+	expiresKey   = "token_expires"
+)
+
+// Server is one Evo replica: the store, the verifier, the Fiber app.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	db       store.DB
+	todos    *store.Todos
+	verifier *auth.Verifier
+	issuer   *auth.Issuer // dev mode only
+	app      *fiber.App
+}
+
+// devIssuerURL is the dev issuer's iss and aud: the server's own URL.
+func devIssuerURL(port int) string { return "http://localhost:" + strconv.Itoa(port) }
+
+// devKeyPath is where the dev issuer keeps its signing key.
+func devKeyPath(cfg Config) string { return filepath.Join(cfg.DataDir, "dev-signing-key") }
+
+// openStore opens and migrates the configured store: PostgreSQL when
+// DATABASE_URL is set, else SQLite under DATA_DIR.
+func openStore(ctx context.Context, cfg Config, log *slog.Logger) (store.DB, error) {
+	if cfg.DatabaseURL != "" {
+		db, err := postgres.Open(ctx, cfg.DatabaseURL, int32(cfg.DBMaxConns))
+		if err != nil {
+			return nil, fmt.Errorf("DATABASE_URL: %w", err)
+		}
+		if err := db.Migrate(ctx, log); err != nil {
+			db.Close()
+			return nil, err
+		}
+		return db, nil
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("DATA_DIR: %w", err)
+	}
+	db, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "evo.db"))
+	if err != nil {
+		return nil, fmt.Errorf("DATA_DIR: %w", err)
+	}
+	if err := db.Migrate(ctx, log); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// NewServer opens the store and wires a replica that will serve on port
+// (the port matters to the dev issuer, whose URL names it).
+func NewServer(ctx context.Context, cfg Config, log *slog.Logger, port int) (*Server, error) {
+	db, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, db: db}
+	acfg := auth.Config{
+		JWKSURL:         cfg.BetterAuthURL + "/api/auth/jwks",
+		Issuer:          cfg.BetterAuthURL,
+		Audience:        cfg.BetterAuthURL,
+		CacheLifespan:   time.Duration(cfg.JWKSCacheLifespan) * time.Second,
+		MaxKeys:         cfg.JWKSCacheMaxKeys,
+		RefreshInterval: cfg.JWKSRefreshInterval,
+		Leeway:          cfg.JWTLeeway,
+	}
+	if cfg.DevIssuer() {
+		url := devIssuerURL(port)
+		if s.issuer, err = auth.LoadIssuer(url, devKeyPath(cfg)); err != nil {
+			db.Close()
+			return nil, err
+		}
+		// The dev issuer is trusted through the very same JWKS path.
+		acfg.JWKSURL = "http://127.0.0.1:" + strconv.Itoa(port) + "/api/auth/jwks"
+		acfg.Issuer, acfg.Audience = url, url
+		log.Warn("development issuer on: tokens from `evo token --email ...` are trusted; set BETTER_AUTH_URL in production",
+			slog.String("issuer", url))
+	}
+	s.verifier = auth.NewVerifier(acfg, db, log)
+	s.todos = store.NewTodos(db, nil)
+	s.app = s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() *fiber.App {
+	app := fiber.New(fiber.Config{
+		AppName:               "evo",
+		DisableStartupMessage: true,
+		ErrorHandler:          s.handleError,
+		BodyLimit:             s.cfg.BodyLimit,
+		ReadTimeout:           s.cfg.RequestTimeout,
+		WriteTimeout:          s.cfg.RequestTimeout,
+		IdleTimeout:           2 * time.Minute,
+	})
+	app.Use(recover.New(recover.Config{
+		EnableStackTrace: true,
+		StackTraceHandler: func(c *fiber.Ctx, e any) {
+			s.log.Error("panic", requestAttrs(c), slog.Any("panic", e))
+		},
+	}))
+	app.Use(requestid.New(requestid.Config{ContextKey: requestIDKey}))
+	app.Use(s.logRequests)
+	app.Use(cors.New(cors.Config{
+		AllowOrigins:     strings.Join(s.cfg.CORSOrigins, ","),
+		AllowCredentials: true,
+		AllowHeaders:     "Authorization, Content-Type, Accept, X-Request-ID",
+		ExposeHeaders:    "X-Request-ID",
+	}))
+
+	app.Get("/health", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "healthy"}) })
+	app.Get("/ready", s.ready)
+	if s.issuer != nil {
+		app.Get("/api/auth/jwks", func(c *fiber.Ctx) error {
+			c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+			return c.Send(s.issuer.JWKS())
+		})
+	}
+
+	api := app.Group("/api", s.withTimeout, s.authenticate)
+	api.Get("/todos", s.listTodos)
+	api.Post("/todos", s.createTodo)
+	api.Get("/todos/:id", s.getTodo)
+	api.Put("/todos/:id", s.updateTodo)
+	api.Patch("/todos/:id", s.toggleTodo)
+	api.Delete("/todos/:id", s.deleteTodo)
+	return app
+}
+
+// logRequests logs one line per request, after the error handler ran.
+func (s *Server) logRequests(c *fiber.Ctx) error {
+	start := time.Now()
+	err := c.Next()
+	if err != nil {
+		if herr := s.handleError(c, err); herr != nil {
+			return herr
+		}
+	}
+	status := c.Response().StatusCode()
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	s.log.LogAttrs(c.UserContext(), level, "request", requestAttrs(c),
+		slog.Int("status", status), slog.Duration("took", time.Since(start)))
+	return nil
+}
+
+// withTimeout bounds the request's work with REQUEST_TIMEOUT. Handlers pass
+// c.UserContext() on and keep nothing of c.
+func (s *Server) withTimeout(c *fiber.Ctx) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	defer cancel()
+	c.SetUserContext(ctx)
+	return c.Next()
+}
+
+// bearer returns the token of an "Authorization: Bearer <token>" header.
+func bearer(header string) (string, error) {
+	scheme, token, ok := strings.Cut(header, " ")
+	switch {
+	case header == "":
+		return "", store.Errorf(store.CodeUnauthorized, "missing Authorization header")
+	case !ok || !strings.EqualFold(scheme, "Bearer"):
+		return "", store.Errorf(store.CodeUnauthorized, "Authorization header must be \"Bearer <token>\"")
+	}
+	return strings.TrimSpace(token), nil
+}
+
+// authenticate requires a valid bearer token and puts its user in Locals.
+func (s *Server) authenticate(c *fiber.Ctx) error {
+	if s.issuer != nil && c.Path() == "/api/auth/jwks" {
+		return c.Next()
+	}
+	token, err := bearer(c.Get(fiber.HeaderAuthorization))
+	if err != nil {
+		return s.challenge(c, err)
+	}
+	claims, err := s.verifier.Verify(c.UserContext(), token)
+	if err != nil {
+		return s.challenge(c, err)
+	}
+	c.Locals(userKey, claims.UserID)
+	c.Locals(expiresKey, claims.Expires)
+	return c.Next()
+}
+
+// challenge adds the WWW-Authenticate header to a 401.
+func (s *Server) challenge(c *fiber.Ctx, err error) error {
+	if store.ErrorCode(err) == store.CodeUnauthorized {
+		c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="invalid_token"`)
+	}
+	return err
+}
+
+// userID returns the authenticated user of the request.
+func userID(c *fiber.Ctx) string { return c.Locals(userKey).(string) }
+
+func (s *Server) ready(c *fiber.Ctx) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	checks := fiber.Map{"database": "ok"}
+	ok := true
+	if err := s.db.Ping(ctx); err != nil {
+		checks["database"], ok = "unreachable", false
+		s.log.Warn("readiness: database unreachable", slog.Any("error", err))
+	}
+	if !ok {
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "unavailable", "checks": checks})
+	}
+	return c.JSON(fiber.Map{"status": "ready", "checks": checks})
+}
+
+// Serve serves on ln until ctx is done, then shuts down gracefully within
+// SHUTDOWN_TIMEOUT: it stops accepting, lets in-flight requests finish and
+// closes the store.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.app.Listener(ln) }()
+	go s.pruneEvents(ctx)
+	s.log.Info("serving", slog.String("addr", ln.Addr().String()), slog.String("environment", s.cfg.Environment))
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		s.log.Info("shutting down", slog.Duration("grace", s.cfg.ShutdownTimeout))
+		if serr := s.app.ShutdownWithTimeout(s.cfg.ShutdownTimeout); serr != nil {
+			s.log.Warn("shutdown", slog.Any("error", serr))
+		}
+		err = <-errc
+	}
+	s.db.Close()
+	s.log.Info("stopped")
+	return err
+}
+
+// pruneEvents trims the event logs at start and then every 10 minutes.
+func (s *Server) pruneEvents(ctx context.Context) {
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		n, err := s.db.PruneEvents(ctx, s.cfg.EventRetentionCount, time.Now().Add(-s.cfg.EventRetentionAge))
+		switch {
+		case err != nil && !errors.Is(err, context.Canceled):
+			s.log.Warn("prune events", slog.Any("error", err))
+		case n > 0:
+			s.log.Info("pruned events", slog.Int64("deleted", n))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
