@@ -17,11 +17,15 @@ import (
 	"github.com/evotodo/evo/app/auth"
 )
 
+// Version is the build's version, set with -ldflags "-X github.com/evotodo/evo/app.Version=...".
+var Version = "dev"
+
 const usage = `usage: evo [command] [flags]
 
 commands:
   serve              run the server (the default)
   migrate            apply the database migrations and exit
+  version            print the version
   token --email E    print a dev token for E (creating the user); dev mode only
         [--name N] [--ttl 1h]
 
@@ -51,6 +55,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return db.Close()
 	case "token":
 		return token(ctx, cfg, log, args, stdout, stderr)
+	case "version":
+		_, err := fmt.Fprintln(stdout, Version)
+		return err
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -1,0 +1,188 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/evotodo/evo/app/auth"
+	"github.com/evotodo/evo/store"
+	"github.com/evotodo/evo/store/storetest"
+)
+
+// jwksServer is a real HTTP server standing in for Better Auth: it serves
+// the JWKS of one or more issuers' keys and counts its fetches.
+type jwksServer struct {
+	*httptest.Server
+	Issuer  *auth.Issuer
+	fetches atomic.Int64
+	down    atomic.Bool
+	body    atomic.Pointer[[]byte] // served JWKS; nil: Issuer's
+}
+
+func newJWKSServer(t testing.TB) *jwksServer {
+	t.Helper()
+	js := &jwksServer{}
+	js.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/auth/jwks" {
+			http.NotFound(w, r)
+			return
+		}
+		js.fetches.Add(1)
+		if js.down.Load() {
+			http.Error(w, "down", http.StatusBadGateway)
+			return
+		}
+		body := js.Issuer.JWKS()
+		if b := js.body.Load(); b != nil {
+			body = *b
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(body)
+	}))
+	t.Cleanup(js.Close)
+	iss, err := auth.NewIssuer(js.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js.Issuer = iss
+	return js
+}
+
+// testServer is a whole Evo replica on a real port.
+type testServer struct {
+	URL  string
+	JWKS *jwksServer
+	srv  *Server
+	stop func()
+}
+
+// backends names the stores every HTTP-level suite runs against.
+var backends = []string{"sqlite", "postgres"}
+
+// startServer runs a replica on 127.0.0.1 with backend ("sqlite" or
+// "postgres") and env on top of the test defaults. It stops with t.
+func startServer(t testing.TB, backend string, env map[string]string) *testServer {
+	t.Helper()
+	js := newJWKSServer(t)
+	vars := map[string]string{
+		"ENVIRONMENT":     "test",
+		"BETTER_AUTH_URL": js.URL,
+		"DATA_DIR":        t.TempDir(),
+		"CORS_ORIGINS":    "http://app.example",
+	}
+	if backend == "postgres" {
+		vars["DATABASE_URL"] = storetest.PostgresURL(t)
+	}
+	for k, v := range env {
+		vars[k] = v
+	}
+	cfg, err := LoadConfig(func(k string) string { return vars[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := NewServer(ctx, cfg, storetest.Quiet(), ln.Addr().(*net.TCPAddr).Port)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	ts := &testServer{URL: "http://" + ln.Addr().String(), JWKS: js, srv: srv}
+	var stopped atomic.Bool
+	ts.stop = func() {
+		if stopped.Swap(true) {
+			return
+		}
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("server did not stop within 15s")
+		}
+	}
+	t.Cleanup(ts.stop)
+	return ts
+}
+
+// user creates a user and returns it with a valid token.
+func (ts *testServer) user(t testing.TB) (store.User, string) {
+	t.Helper()
+	email := strings.ToLower(rand.Text()[:10]) + "@example.com"
+	u, err := ts.srv.db.EnsureUser(context.Background(), email, "User "+email)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := ts.JWKS.Issuer.Token(u, 15*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u, tok
+}
+
+// do sends a request with an optional bearer token and JSON body (a string
+// or []byte is sent as is) and returns the status and body.
+func (ts *testServer) do(t testing.TB, method, path, token string, body any) (int, []byte) {
+	t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(b)
+	case []byte:
+		r = bytes.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = bytes.NewReader(data)
+	}
+	req, err := http.NewRequest(method, ts.URL+path, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, data
+}
+
+// decode unmarshals data into a new T or fails.
+func decode[T any](t testing.TB, data []byte) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal(data, &v); err != nil {
+		t.Fatalf("decode %T from %s: %v", v, data, err)
+	}
+	return v
+}
