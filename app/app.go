@@ -28,6 +28,7 @@ commands:
   version            print the version
   token --email E    print a dev token for E (creating the user); dev mode only
         [--name N] [--ttl 1h]
+  mcp --token JWT    serve the todo tools over MCP on stdio as the token's user (or EVO_TOKEN; dev mode: --email E)
 
 Configuration comes from the environment and ./.env; see .env.example.
 `
@@ -53,6 +54,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		return db.Close()
+	case "mcp":
+		return mcpCommand(ctx, cfg, log, args, getenv, stdout, stderr)
 	case "token":
 		return token(ctx, cfg, log, args, stdout, stderr)
 	case "version":

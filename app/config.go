@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 
@@ -61,6 +62,27 @@ type Config struct {
 	RequestTimeout time.Duration `env:"REQUEST_TIMEOUT" envDefault:"30s"`
 	// BodyLimit is BODY_LIMIT, the largest request body in bytes. Default 1 MiB.
 	BodyLimit int `env:"BODY_LIMIT" envDefault:"1048576"`
+	// WSQueueSize is WS_QUEUE_SIZE: frames queued per socket; a socket
+	// whose queue is full is closed as slow (3001). Default 1024.
+	WSQueueSize int `env:"WS_QUEUE_SIZE" envDefault:"1024"`
+	// WSPingInterval is WS_PING_INTERVAL: server pings. Default 25s.
+	WSPingInterval time.Duration `env:"WS_PING_INTERVAL" envDefault:"25s"`
+	// WSPongTimeout is WS_PONG_TIMEOUT: a socket silent for
+	// WS_PING_INTERVAL plus this is dropped. Default 10s.
+	WSPongTimeout time.Duration `env:"WS_PONG_TIMEOUT" envDefault:"10s"`
+	// WSMaxMessageSize is WS_MAX_MESSAGE_SIZE: largest inbound frame, bytes. Default 65536.
+	WSMaxMessageSize int `env:"WS_MAX_MESSAGE_SIZE" envDefault:"65536"`
+	// WSMaxConnsPerUser is WS_MAX_CONNS_PER_USER, per replica. Default 32.
+	WSMaxConnsPerUser int `env:"WS_MAX_CONNS_PER_USER" envDefault:"32"`
+	// WSMaxConns is WS_MAX_CONNS: sockets per replica. Default 20000.
+	WSMaxConns int `env:"WS_MAX_CONNS" envDefault:"20000"`
+	// WSRateLimit is WS_RATE_LIMIT: inbound frames per second per socket. Default 20.
+	WSRateLimit float64 `env:"WS_RATE_LIMIT" envDefault:"20"`
+	// WSRateBurst is WS_RATE_BURST: inbound burst per socket. Default 40.
+	WSRateBurst int `env:"WS_RATE_BURST" envDefault:"40"`
+	// WSResumeGrace is WS_RESUME_GRACE: how long a new socket waits for the
+	// client's resume before it goes live from hello's seq. Default 2s.
+	WSResumeGrace time.Duration `env:"WS_RESUME_GRACE" envDefault:"2s"`
 	// EventRetentionCount is EVENT_RETENTION_COUNT: events kept per user for
 	// resume. Default 10000.
 	EventRetentionCount int `env:"EVENT_RETENTION_COUNT" envDefault:"10000"`
@@ -91,9 +113,33 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 	var cfg Config
 	if err := env.ParseWithOptions(&cfg, env.Options{Environment: vars}); err != nil {
-		return Config{}, fmt.Errorf("configuration: %w", err)
+		return Config{}, parseError(err, vars)
 	}
-	return cfg, cfg.validate()
+	// validate normalizes cfg: call it before cfg is read for the return.
+	err := cfg.validate()
+	return cfg, err
+}
+
+// parseError names the variable of each value that could not be parsed;
+// env's own errors name the Go field instead.
+func parseError(err error, vars map[string]string) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	var errs []error
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			if f, ok := reflect.TypeFor[Config]().FieldByName(pe.Name); ok {
+				name := f.Tag.Get("env")
+				errs = append(errs, fmt.Errorf("%s: must be a valid %s, got %q: %w", name, pe.Type, vars[name], pe.Err))
+				continue
+			}
+		}
+		errs = append(errs, fmt.Errorf("configuration: %w", e))
+	}
+	return errors.Join(errs...)
 }
 
 // configVars lists the variable names of Config.
@@ -141,7 +187,9 @@ func (c *Config) validate() error {
 	}{
 		{"DB_MAX_CONNS", c.DBMaxConns}, {"JWKS_CACHE_LIFESPAN", c.JWKSCacheLifespan},
 		{"JWKS_CACHE_MAX_KEYS", c.JWKSCacheMaxKeys}, {"BODY_LIMIT", c.BodyLimit},
-		{"EVENT_RETENTION_COUNT", c.EventRetentionCount},
+		{"EVENT_RETENTION_COUNT", c.EventRetentionCount}, {"WS_QUEUE_SIZE", c.WSQueueSize},
+		{"WS_MAX_MESSAGE_SIZE", c.WSMaxMessageSize}, {"WS_MAX_CONNS_PER_USER", c.WSMaxConnsPerUser},
+		{"WS_MAX_CONNS", c.WSMaxConns}, {"WS_RATE_BURST", c.WSRateBurst}, {"WS_RATE_LIMIT", int(c.WSRateLimit * 1000)},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {
@@ -154,20 +202,35 @@ func (c *Config) validate() error {
 	}{
 		{"JWKS_REFRESH_INTERVAL", c.JWKSRefreshInterval}, {"JWT_LEEWAY", c.JWTLeeway + 1},
 		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout}, {"REQUEST_TIMEOUT", c.RequestTimeout},
-		{"EVENT_RETENTION_AGE", c.EventRetentionAge},
+		{"EVENT_RETENTION_AGE", c.EventRetentionAge}, {"WS_PING_INTERVAL", c.WSPingInterval},
+		{"WS_PONG_TIMEOUT", c.WSPongTimeout}, {"WS_RESUME_GRACE", c.WSResumeGrace},
 	}
 	for _, d := range durations {
 		if d.v <= 0 {
 			bad(d.name, "must be a positive duration such as 30s")
 		}
 	}
-	for _, o := range c.CORSOrigins {
-		if o == "*" {
+	for i, o := range c.CORSOrigins {
+		o = strings.TrimSpace(o)
+		c.CORSOrigins[i] = o
+		switch {
+		case o == "*":
 			bad("CORS_ORIGINS", "must list origins: \"*\" cannot be used with credentials")
+		case !validOrigin(o):
+			bad("CORS_ORIGINS", "must list origins such as https://app.example.com (scheme and host, no path), got %q", o)
 		}
 	}
 	if c.DataDir != "" {
 		c.DataDir = filepath.Clean(c.DataDir)
 	}
 	return errors.Join(errs...)
+}
+
+// validOrigin reports whether o is an origin Fiber's CORS middleware takes
+// (it panics on any other): scheme://host[:port], with an optional "*."
+// subdomain wildcard.
+func validOrigin(o string) bool {
+	u, err := url.Parse(strings.Replace(o, "://*.", "://", 1))
+	return err == nil && u.Scheme != "" && u.Host != "" && !strings.Contains(u.Host, "*") &&
+		(u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == ""
 }

@@ -73,14 +73,20 @@ var backends = []string{"sqlite", "postgres"}
 // "postgres") and env on top of the test defaults. It stops with t.
 func startServer(t testing.TB, backend string, env map[string]string) *testServer {
 	t.Helper()
-	js := newJWKSServer(t)
+	return startReplica(t, newJWKSServer(t), backend, env)
+}
+
+// startReplica is startServer with a given JWKS server; replicas that
+// share one, and a DATABASE_URL and REDIS_URL in env, form a cluster.
+func startReplica(t testing.TB, js *jwksServer, backend string, env map[string]string) *testServer {
+	t.Helper()
 	vars := map[string]string{
 		"ENVIRONMENT":     "test",
 		"BETTER_AUTH_URL": js.URL,
 		"DATA_DIR":        t.TempDir(),
 		"CORS_ORIGINS":    "http://app.example",
 	}
-	if backend == "postgres" {
+	if backend == "postgres" && env["DATABASE_URL"] == "" {
 		vars["DATABASE_URL"] = storetest.PostgresURL(t)
 	}
 	for k, v := range env {

@@ -10,14 +10,19 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/cors"
 	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/gofiber/fiber/v2/middleware/requestid"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/evotodo/evo/app/auth"
+	"github.com/evotodo/evo/realtime"
 	"github.com/evotodo/evo/store"
 	"github.com/evotodo/evo/store/postgres"
 	"github.com/evotodo/evo/store/sqlite"
@@ -39,6 +44,12 @@ type Server struct {
 	verifier *auth.Verifier
 	issuer   *auth.Issuer // dev mode only
 	app      *fiber.App
+	hub      *realtime.Hub
+	redis    *redis.Client              // nil without REDIS_URL
+	broker   interface{ Close() error } // the Redis broker, if any
+	baseCtx  context.Context            // outlives requests; cancelled after shutdown
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // background goroutines
 }
 
 // devIssuerURL is the dev issuer's iss and aud: the server's own URL.
@@ -105,9 +116,53 @@ func NewServer(ctx context.Context, cfg Config, log *slog.Logger, port int) (*Se
 			slog.String("issuer", url))
 	}
 	s.verifier = auth.NewVerifier(acfg, db, log)
-	s.todos = store.NewTodos(db, nil)
+	if err := s.openHub(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.baseCtx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.app = s.routes()
 	return s, nil
+}
+
+// openHub wires the realtime hub to its broker (Redis when REDIS_URL is set,
+// else in-process) and the store to the hub.
+func (s *Server) openHub(ctx context.Context) error {
+	var broker realtime.Broker = realtime.NewMemoryBroker()
+	if s.cfg.RedisURL != "" {
+		opts, err := redis.ParseURL(s.cfg.RedisURL)
+		if err != nil {
+			return fmt.Errorf("REDIS_URL: %w", err)
+		}
+		s.redis = redis.NewClient(opts)
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := s.redis.Ping(pctx).Err(); err != nil {
+			s.redis.Close()
+			return fmt.Errorf("REDIS_URL: connect to Redis: %w", err)
+		}
+		rb, err := realtime.NewRedisBroker(s.redis, "evo:", s.log)
+		if err != nil {
+			s.redis.Close()
+			return fmt.Errorf("REDIS_URL: %w", err)
+		}
+		broker, s.broker = rb, rb
+	}
+	ev := &events{db: s.db, log: s.log}
+	s.hub = realtime.NewHub(broker, ev, realtime.Config{
+		QueueSize:       s.cfg.WSQueueSize,
+		PingInterval:    s.cfg.WSPingInterval,
+		PongTimeout:     s.cfg.WSPongTimeout,
+		MaxMessageSize:  int64(s.cfg.WSMaxMessageSize),
+		ResumeGrace:     s.cfg.WSResumeGrace,
+		MaxConnsPerUser: s.cfg.WSMaxConnsPerUser,
+		MaxConns:        s.cfg.WSMaxConns,
+		RateLimit:       s.cfg.WSRateLimit,
+		RateBurst:       s.cfg.WSRateBurst,
+	}, s.log)
+	ev.hub = s.hub
+	s.todos = store.NewTodos(s.db, ev)
+	return nil
 }
 
 func (s *Server) routes() *fiber.App {
@@ -144,6 +199,12 @@ func (s *Server) routes() *fiber.App {
 		})
 	}
 
+	app.Get("/ws", s.wsAuthenticate, websocket.New(s.wsServe, websocket.Config{
+		ReadBufferSize:  4096,
+		WriteBufferSize: 4096,
+	}))
+
+	s.mountMCP(app)
 	api := app.Group("/api", s.withTimeout, s.authenticate)
 	api.Get("/todos", s.listTodos)
 	api.Post("/todos", s.createTodo)
@@ -212,9 +273,33 @@ func (s *Server) authenticate(c *fiber.Ctx) error {
 	return c.Next()
 }
 
+// optionalAuth is authenticate for public endpoints: a request without an
+// Authorization header goes on with no user (see optionalUserID). A header
+// that is present but invalid is still a 401 (and an unreachable JWKS a
+// 503): a client that sends a token means to act as its user, and serving
+// it anonymously would hide an expired token behind a page that merely
+// looks logged out.
+func (s *Server) optionalAuth(c *fiber.Ctx) error {
+	if c.Get(fiber.HeaderAuthorization) == "" {
+		return c.Next()
+	}
+	return s.authenticate(c)
+}
+
+// optionalUserID returns the user of a request behind optionalAuth, if any.
+func optionalUserID(c *fiber.Ctx) (string, bool) {
+	id, ok := c.Locals(userKey).(string)
+	return id, ok
+}
+
 // challenge adds the WWW-Authenticate header to a 401.
 func (s *Server) challenge(c *fiber.Ctx, err error) error {
-	if store.ErrorCode(err) == store.CodeUnauthorized {
+	switch {
+	case store.ErrorCode(err) != store.CodeUnauthorized:
+	case c.Get(fiber.HeaderAuthorization) == "" && c.Query("token") == "":
+		// No credentials at all: no error code (RFC 6750, section 3.1).
+		c.Set(fiber.HeaderWWWAuthenticate, `Bearer`)
+	default:
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="invalid_token"`)
 	}
 	return err
@@ -232,6 +317,13 @@ func (s *Server) ready(c *fiber.Ctx) error {
 		checks["database"], ok = "unreachable", false
 		s.log.Warn("readiness: database unreachable", slog.Any("error", err))
 	}
+	if s.redis != nil {
+		checks["redis"] = "ok"
+		if err := s.redis.Ping(ctx).Err(); err != nil {
+			checks["redis"], ok = "unreachable", false
+			s.log.Warn("readiness: redis unreachable", slog.Any("error", err))
+		}
+	}
 	if !ok {
 		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "unavailable", "checks": checks})
 	}
@@ -244,17 +336,32 @@ func (s *Server) ready(c *fiber.Ctx) error {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.app.Listener(ln) }()
-	go s.pruneEvents(ctx)
+	s.wg.Go(func() { s.pruneEvents(s.baseCtx) })
 	s.log.Info("serving", slog.String("addr", ln.Addr().String()), slog.String("environment", s.cfg.Environment))
 	var err error
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
-		s.log.Info("shutting down", slog.Duration("grace", s.cfg.ShutdownTimeout))
-		if serr := s.app.ShutdownWithTimeout(s.cfg.ShutdownTimeout); serr != nil {
+		s.log.Info("shutting down", slog.Duration("grace", s.cfg.ShutdownTimeout), slog.Int("sockets", s.hub.Conns()))
+		// Sockets first (1001: reconnect elsewhere and resume), then HTTP:
+		// hijacked connections are invisible to Fiber's shutdown.
+		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		defer cancel()
+		if serr := s.hub.Shutdown(sctx); serr != nil {
+			s.log.Warn("shutdown sockets", slog.Any("error", serr))
+		}
+		if serr := s.app.ShutdownWithContext(sctx); serr != nil {
 			s.log.Warn("shutdown", slog.Any("error", serr))
 		}
 		err = <-errc
+	}
+	s.cancel()
+	s.wg.Wait()
+	if s.broker != nil {
+		s.broker.Close()
+	}
+	if s.redis != nil {
+		s.redis.Close()
 	}
 	s.db.Close()
 	s.log.Info("stopped")

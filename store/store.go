@@ -134,6 +134,10 @@ func validateTitle(t string) error {
 		return FieldError("title", "title must be at most %d characters, got %d", MaxTitleLen, n)
 	case !utf8.ValidString(t):
 		return FieldError("title", "title must be valid UTF-8")
+	case strings.ContainsRune(t, 0):
+		// PostgreSQL cannot store NUL in text; SQLite could, so refuse it
+		// on both rather than fail on one.
+		return FieldError("title", "title must not contain NUL characters")
 	}
 	return nil
 }
@@ -147,6 +151,9 @@ func validateDescription(d *string) error {
 	}
 	if !utf8.ValidString(*d) {
 		return FieldError("description", "description must be valid UTF-8")
+	}
+	if strings.ContainsRune(*d, 0) {
+		return FieldError("description", "description must not contain NUL characters")
 	}
 	return nil
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/evotodo/evo/store"
 )
@@ -59,24 +58,32 @@ type Config struct {
 	FetchTimeout time.Duration
 }
 
-// Verifier checks bearer tokens. It caches the key set, refetches it when a
-// token names an unknown key (at most once per RefreshInterval, whatever
-// the number of such tokens), shares one fetch among concurrent requests,
-// and keeps using a stale key set while the issuer is down.
+// Verifier checks bearer tokens. It caches the key set for CacheLifespan,
+// refetches it when a token names an unknown key (at most once per
+// RefreshInterval, whatever the number of such tokens), makes concurrent
+// requests share one fetch, and keeps using a stale key set while the
+// issuer is down.
 type Verifier struct {
 	cfg    Config
 	users  Users
 	client *http.Client
 	log    *slog.Logger
-	group  singleflight.Group
 
-	mu          sync.Mutex
-	set         jwk.Set   // nil until the first successful fetch
-	freshUntil  time.Time // after this, the next use fetches again
-	lastForced  time.Time // last fetch caused by an unknown kid
-	failedUntil time.Time // no key set and the last fetch failed: answer 503 until then
-	fetches     int
+	// mu guards everything below. It is never held during a fetch: a fetch
+	// runs in its own goroutine and reports by closing inflight.
+	mu         sync.Mutex
+	set        jwk.Set       // nil until the first successful fetch
+	freshUntil time.Time     // the set is used without a fetch until then
+	failing    bool          // the last fetch failed
+	retryAt    time.Time     // after a failed fetch, no new one before this
+	lastForced time.Time     // last fetch caused by an unknown kid
+	inflight   chan struct{} // the fetch in flight, closed when it ends; nil if none
+	fetches    int
 }
+
+// retryNoKeys is how long, with no key set at all, requests are answered
+// 503 right away after a failed fetch before the next one is tried.
+const retryNoKeys = time.Second
 
 // NewVerifier returns a verifier; no fetch happens before the first token.
 func NewVerifier(cfg Config, users Users, log *slog.Logger) *Verifier {
@@ -102,6 +109,19 @@ func unauthorized(format string, args ...any) error {
 // errJWKSUnavailable is returned when no key set could be had.
 var errJWKSUnavailable = store.Errorf(store.CodeUnavailable, "authentication service unavailable: cannot fetch the signing keys")
 
+// compactJWS is the alphabet of a compact JWS: base64url and the dots.
+// Checking it first keeps the JSON serialization, whitespace and the
+// unencoded payload (b64=false) away from the parser.
+func compactJWS(token string) bool {
+	for i := 0; i < len(token); i++ {
+		c := token[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return strings.Count(token, ".") == 2
+}
+
 // Verify checks token and that its user exists. Errors are CodeUnauthorized
 // with a message naming the failed check, or CodeUnavailable when the JWKS
 // (or the database) cannot be reached. The token is never part of an error.
@@ -111,26 +131,33 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 		return Claims{}, unauthorized("missing token")
 	case len(token) > MaxTokenLen:
 		return Claims{}, unauthorized("malformed token: longer than %d bytes", MaxTokenLen)
-	case strings.Count(token, ".") != 2:
-		return Claims{}, unauthorized("malformed token: not a compact JWS")
+	case !compactJWS(token):
+		return Claims{}, unauthorized("malformed token: not a compact JWS (header.payload.signature)")
 	}
-	msg, err := jws.Parse([]byte(token))
+	msg, err := jws.Parse([]byte(token), jws.WithCompact())
 	if err != nil || len(msg.Signatures()) != 1 {
 		return Claims{}, unauthorized("malformed token")
 	}
+	// Only the protected header counts; a "jwk", "jku" or "x5u" in it is
+	// ignored: keys come from the JWKS alone.
 	hdr := msg.Signatures()[0].ProtectedHeaders()
 	alg := hdr.Algorithm()
 	if !allowedAlgs[alg] {
-		return Claims{}, unauthorized("unsupported signing algorithm %q", alg.String())
+		// Name only a registered algorithm: the header is the sender's text.
+		var known jwa.SignatureAlgorithm
+		if known.Accept(alg.String()) != nil {
+			return Claims{}, unauthorized("unsupported signing algorithm (accepted: EdDSA, RS256, ES256)")
+		}
+		return Claims{}, unauthorized("unsupported signing algorithm %q (accepted: EdDSA, RS256, ES256)", alg.String())
 	}
 	key, err := v.key(ctx, hdr.KeyID())
 	if err != nil {
 		return Claims{}, err
 	}
 	if keyAlg(key) != alg {
-		return Claims{}, unauthorized("signing algorithm does not match the signing key")
+		return Claims{}, unauthorized("signing algorithm %q does not match the signing key", alg.String())
 	}
-	if _, err := jws.Verify([]byte(token), jws.WithKey(alg, key)); err != nil {
+	if _, err := jws.Verify([]byte(token), jws.WithCompact(), jws.WithKey(alg, key)); err != nil {
 		return Claims{}, unauthorized("invalid token signature")
 	}
 	tok, err := jwt.Parse([]byte(token), jwt.WithVerify(false), jwt.WithValidate(true),
@@ -139,6 +166,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 		jwt.WithRequiredClaim(jwt.ExpirationKey), jwt.WithRequiredClaim(jwt.SubjectKey))
 	if err != nil {
 		return Claims{}, claimError(err)
+	}
+	if tok.Subject() == "" {
+		return Claims{}, unauthorized("token has no subject (sub)")
 	}
 	if _, err := v.users.GetUser(ctx, tok.Subject()); err != nil {
 		if store.ErrorCode(err) == store.CodeNotFound {
@@ -154,9 +184,9 @@ func claimError(err error) error {
 	case errors.Is(err, jwt.ErrTokenExpired()):
 		return unauthorized("token has expired")
 	case errors.Is(err, jwt.ErrTokenNotYetValid()):
-		return unauthorized("token is not yet valid")
+		return unauthorized("token is not yet valid (nbf)")
 	case errors.Is(err, jwt.ErrInvalidIssuedAt()):
-		return unauthorized("token issued in the future")
+		return unauthorized("token issued in the future (iat)")
 	case errors.Is(err, jwt.ErrInvalidIssuer()):
 		return unauthorized("invalid token issuer")
 	case errors.Is(err, jwt.ErrInvalidAudience()):
@@ -186,13 +216,16 @@ func keyAlg(k jwk.Key) jwa.SignatureAlgorithm {
 	return ""
 }
 
-// key returns the key named kid, refetching the key set once if kid is
-// unknown and the last such refetch is RefreshInterval ago.
+// key returns the key named kid. An unknown kid may mean the issuer rotated
+// its keys, so the request waits for a fetch: the one in flight if there is
+// one, else a new one if the last fetch caused by an unknown kid is
+// RefreshInterval ago. Otherwise the kid is unknown, and that is a 401: a
+// flood of random kids costs the issuer at most one fetch per interval.
 func (v *Verifier) key(ctx context.Context, kid string) (jwk.Key, error) {
 	if kid == "" {
 		return nil, unauthorized("token has no key id (kid)")
 	}
-	set, err := v.keySet(ctx, false)
+	set, err := v.keySet(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -200,13 +233,14 @@ func (v *Verifier) key(ctx context.Context, kid string) (jwk.Key, error) {
 		return k, nil
 	}
 	v.mu.Lock()
-	force := time.Since(v.lastForced) >= v.cfg.RefreshInterval
-	if force {
+	done := (<-chan struct{})(v.inflight)
+	if done == nil && time.Since(v.lastForced) >= v.cfg.RefreshInterval {
 		v.lastForced = time.Now()
+		done = v.startFetch()
 	}
 	v.mu.Unlock()
-	if force {
-		if set, err = v.keySet(ctx, true); err != nil {
+	if done != nil {
+		if set, err = v.wait(ctx, done); err != nil {
 			return nil, err
 		}
 		if k, ok := set.LookupKeyID(kid); ok {
@@ -216,49 +250,87 @@ func (v *Verifier) key(ctx context.Context, kid string) (jwk.Key, error) {
 	return nil, unauthorized("token signing key not found in JWKS")
 }
 
-// keySet returns the cached key set, fetching it when it is stale or force
-// is set. A failed fetch keeps the stale set (retried after RefreshInterval);
-// with no set at all it is errJWKSUnavailable.
-func (v *Verifier) keySet(ctx context.Context, force bool) (jwk.Set, error) {
+// keySet returns the key set to verify with:
+//   - fresh (younger than CacheLifespan): the cached set, no fetch;
+//   - stale, and the issuer answered last time: wait for a fetch (shared
+//     by all requests), falling back to the stale set if it fails;
+//   - stale, and the last fetch failed: the stale set at once, with a
+//     background fetch at most once per RefreshInterval, so requests do not
+//     wait on an issuer that is down or hangs;
+//   - none yet: wait for a fetch; if it fails, 503, and 503 at once for
+//     retryNoKeys before the next try.
+func (v *Verifier) keySet(ctx context.Context) (jwk.Set, error) {
 	v.mu.Lock()
-	set, fresh, failed := v.set, time.Now().Before(v.freshUntil), time.Now().Before(v.failedUntil)
-	v.mu.Unlock()
+	now := time.Now()
+	set := v.set
 	switch {
-	case set != nil && fresh && !force:
+	case set != nil && now.Before(v.freshUntil):
+		v.mu.Unlock()
 		return set, nil
-	case set == nil && failed:
+	case set != nil && v.failing:
+		if !now.Before(v.retryAt) {
+			v.startFetch()
+		}
+		v.mu.Unlock()
+		return set, nil
+	case set == nil && v.failing && now.Before(v.retryAt):
+		v.mu.Unlock()
 		return nil, errJWKSUnavailable
 	}
-	// One fetch for all waiting requests; it is not cancelled when the
-	// request that started it goes away.
-	ch := v.group.DoChan("jwks", func() (any, error) { return v.fetch(context.WithoutCancel(ctx)) })
-	select {
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case r := <-ch:
-		if r.Err == nil {
-			return r.Val.(jwk.Set), nil
-		}
-	}
-	if set != nil {
-		return set, nil
-	}
-	return nil, errJWKSUnavailable
+	done := v.startFetch()
+	v.mu.Unlock()
+	return v.wait(ctx, done)
 }
 
-func (v *Verifier) fetch(ctx context.Context) (jwk.Set, error) {
-	set, err := v.download(ctx)
+// wait waits for the fetch done and returns the key set then cached: the
+// new one, or the stale one if the fetch failed.
+func (v *Verifier) wait(ctx context.Context, done <-chan struct{}) (jwk.Set, error) {
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return nil, store.Errorf(store.CodeUnavailable, "authentication service unavailable: timed out waiting for the signing keys")
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.fetches++
-	if err != nil {
-		v.log.Warn("JWKS fetch failed", slog.String("url", v.cfg.JWKSURL), slog.Bool("stale_keys_in_use", v.set != nil), slog.Any("error", err))
-		v.freshUntil = time.Now().Add(v.cfg.RefreshInterval)
-		v.failedUntil = time.Now().Add(time.Second)
-		return nil, err
+	if v.set == nil {
+		return nil, errJWKSUnavailable
 	}
-	v.set, v.freshUntil = set, time.Now().Add(v.cfg.CacheLifespan)
-	return set, nil
+	return v.set, nil
+}
+
+// startFetch starts a fetch unless one is in flight, and returns the
+// channel closed when that fetch has ended and its result is stored. The
+// caller holds v.mu. The fetch is not tied to any request: a request that
+// gives up does not cancel it for the others (FetchTimeout bounds it).
+func (v *Verifier) startFetch() <-chan struct{} {
+	if v.inflight != nil {
+		return v.inflight
+	}
+	done := make(chan struct{})
+	v.inflight = done
+	go func() {
+		set, err := v.download(context.Background())
+		v.mu.Lock()
+		defer close(done) // after the unlock below: waiters then read the result
+		defer v.mu.Unlock()
+		v.fetches++
+		v.inflight = nil
+		now := time.Now()
+		if err != nil {
+			v.log.Warn("JWKS fetch failed", slog.String("url", v.cfg.JWKSURL), slog.Bool("stale_keys_in_use", v.set != nil), slog.Any("error", err))
+			v.failing = true
+			v.retryAt = now.Add(v.cfg.RefreshInterval)
+			if v.set == nil {
+				v.retryAt = now.Add(retryNoKeys)
+			}
+			return
+		}
+		if v.failing && v.set != nil {
+			v.log.Info("JWKS fetch succeeded again", slog.String("url", v.cfg.JWKSURL))
+		}
+		v.set, v.freshUntil, v.failing = set, now.Add(v.cfg.CacheLifespan), false
+	}()
+	return done
 }
 
 func (v *Verifier) download(ctx context.Context) (jwk.Set, error) {
@@ -284,16 +356,29 @@ func (v *Verifier) download(ctx context.Context) (jwk.Set, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse JWKS: %w", err)
 	}
-	// Keep at most MaxKeys public signing keys.
-	set := jwk.NewSet()
-	for i := 0; i < parsed.Len() && set.Len() < v.cfg.MaxKeys; i++ {
+	var keys []jwk.Key
+	for i := 0; i < parsed.Len(); i++ {
 		k, _ := parsed.Key(i)
-		if pub, err := k.PublicKey(); err == nil && allowedAlgs[keyAlg(pub)] {
-			set.AddKey(pub)
+		if u := k.KeyUsage(); u != "" && u != "sig" {
+			continue
+		}
+		if pub, err := k.PublicKey(); err == nil && pub.KeyID() != "" && allowedAlgs[keyAlg(pub)] {
+			keys = append(keys, pub)
 		}
 	}
-	if set.Len() == 0 {
+	if len(keys) == 0 {
 		return nil, errors.New("JWKS holds no usable signing key")
+	}
+	// Keep the last MaxKeys: Better Auth lists its keys oldest first, and
+	// the newest one signs the tokens.
+	if n := len(keys) - v.cfg.MaxKeys; n > 0 {
+		v.log.Warn("JWKS holds more keys than JWKS_CACHE_MAX_KEYS; the first ones are ignored",
+			slog.Int("keys", len(keys)), slog.Int("max", v.cfg.MaxKeys))
+		keys = keys[n:]
+	}
+	set := jwk.NewSet()
+	for _, k := range keys {
+		set.AddKey(k)
 	}
 	return set, nil
 }

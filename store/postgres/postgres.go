@@ -94,15 +94,27 @@ func (db *DB) GetUser(ctx context.Context, id string) (store.User, error) {
 	return u, wrap("get user", err)
 }
 
-// EnsureUser returns the user with this email, creating it if missing.
+// EnsureUser returns the user with this email, creating it if missing. It
+// needs no unique index on email: the "user" table SQLModel created for the
+// Python backend has none, so ON CONFLICT (email) would fail there.
 func (db *DB) EnsureUser(ctx context.Context, email, name string) (store.User, error) {
-	now := store.Now()
-	u, err := scanUser(db.pool.QueryRow(ctx, `
-		INSERT INTO "user" (id, email, name, "emailVerified", "createdAt", "updatedAt")
-		VALUES ($1, $2, $3, false, $4, $4)
-		ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email
-		RETURNING `+userCols, store.NewUserID(), email, name, now))
-	return u, wrap("ensure user", err)
+	for range 3 {
+		u, err := scanUser(db.pool.QueryRow(ctx,
+			`SELECT `+userCols+` FROM "user" WHERE email = $1 ORDER BY "createdAt", id LIMIT 1`, email))
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return u, wrap("ensure user", err)
+		}
+		u, err = scanUser(db.pool.QueryRow(ctx, `
+			INSERT INTO "user" (id, email, name, "emailVerified", "createdAt", "updatedAt")
+			VALUES ($1, $2, $3, false, $4, $4)
+			ON CONFLICT DO NOTHING
+			RETURNING `+userCols, store.NewUserID(), email, name, store.Now()))
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return u, wrap("ensure user", err)
+		}
+		// A concurrent call inserted this email first: read its row.
+	}
+	return store.User{}, fmt.Errorf("ensure user %s: lost every race to insert it", email)
 }
 
 const todoCols = `id::text, user_id, title, description, is_complete, created_at, updated_at`

@@ -1,0 +1,734 @@
+package realtime
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	"golang.org/x/time/rate"
+)
+
+// Conn is the subset of *websocket.Conn (gofiber/contrib/websocket, which embeds
+// fasthttp/websocket.Conn) the hub uses.
+type Conn interface {
+	ReadMessage() (messageType int, p []byte, err error)
+	WriteMessage(messageType int, data []byte) error
+	WriteControl(messageType int, data []byte, deadline time.Time) error
+	SetReadDeadline(t time.Time) error
+	SetWriteDeadline(t time.Time) error
+	SetReadLimit(limit int64)
+	SetPongHandler(h func(appData string) error)
+	Close() error
+}
+
+// FrameHandler handles application frames (chat, cancel, auth, ...). It runs on the
+// connection's read goroutine; it must not block long (start goroutines owned by
+// c.Context() for long work). A panic in it is recovered, logged, and closes the socket
+// with CloseInternalError.
+type FrameHandler interface {
+	HandleFrame(c *Client, typ string, raw []byte)
+}
+
+// Error codes of the error frames the hub sends itself.
+const (
+	// ErrorBadRequest: the frame is not a JSON object with a type, or its type is unknown.
+	ErrorBadRequest = "bad_request"
+	// ErrorRateLimited: the client sent frames faster than Config.RateLimit; the frame was dropped.
+	ErrorRateLimited = "rate_limited"
+)
+
+// ErrorFrame encodes an error frame: {"type":"error","code":code,"message":message}.
+func ErrorFrame(code, message string) []byte {
+	b, _ := json.Marshal(struct {
+		Type    string `json:"type"`
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}{"error", code, message})
+	return b
+}
+
+// closeGrace is how long a socket waits for the peer's close frame after sending its own.
+const closeGrace = time.Second
+
+var pongFrame = []byte(`{"type":"pong"}`)
+
+// Serve runs one WebSocket connection until it closes; it blocks for the connection's
+// lifetime (required by contrib/websocket, whose Conn is pooled once the handler
+// returns). Frames the hub does not handle itself are passed to fh (nil: they are
+// answered with a bad_request error). expires is the auth token's expiry (zero: never);
+// when it passes (see Client.SetExpires) the socket is closed with CloseTokenExpired.
+//
+// Protocol (JSON text frames). The server sends first {"type":"hello","user_id":U,"seq":N},
+// N being the user's latest seq. Then:
+//   - client {"type":"resume","since":S}: the server replays the events S+1..M, then sends
+//     {"type":"resumed","since":S,"seq":M,"replayed":K}, then live events (> M). If events
+//     after S were pruned from the log it sends {"type":"resync","seq":M} instead: the
+//     client refetches its list and continues from M.
+//   - client {"type":"ping"}: server {"type":"pong"}.
+//   - anything else goes to fh; a frame that is not JSON or has no type is answered with
+//     {"type":"error","code":"bad_request",...}; frames over the rate limit with
+//     {"type":"error","code":"rate_limited",...} (and dropped).
+//
+// A socket sends no live event before its resume was answered, or its first frame other
+// than resume and ping arrived, or Config.ResumeGrace passed (then it continues from N).
+// Cancelling ctx closes the socket with CloseGoingAway.
+func (h *Hub) Serve(ctx context.Context, conn Conn, user string, expires time.Time, fh FrameHandler) {
+	h.servingMu.Lock()
+	if h.stopping.Load() {
+		h.servingMu.Unlock()
+		h.refuse(conn, CloseGoingAway, ReasonGoingAway)
+		return
+	}
+	h.serving.Add(1)
+	h.servingMu.Unlock()
+	defer h.serving.Done()
+
+	conn.SetReadLimit(h.cfg.MaxMessageSize)
+	c := newClient(ctx, h, conn, user)
+	defer c.cancel()
+	if code, reason := h.register(c.ctx, c); code != 0 {
+		h.refuse(conn, code, reason)
+		return
+	}
+	if h.stopping.Load() { // Shutdown may have missed c while it registered
+		c.Close(CloseGoingAway, ReasonGoingAway)
+	}
+	stop := context.AfterFunc(ctx, func() { c.Close(CloseGoingAway, ReasonGoingAway) })
+	defer stop()
+	seq, err := h.helloSeq(c.ctx, user)
+	if err != nil && !c.closing.Load() {
+		c.log.Error("realtime: cannot greet socket", slog.Any("error", err))
+		c.Close(CloseInternalError, ReasonInternalError)
+	}
+	c.start(seq, expires)
+	c.readLoop(fh)
+	c.finish()
+	h.unregister(ctx, c)
+}
+
+// refuse closes a socket that was never registered.
+func (h *Hub) refuse(conn Conn, code int, reason string) {
+	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(h.cfg.WriteTimeout))
+}
+
+// Client is one WebSocket of a user, as seen by a FrameHandler.
+//
+// # The seam between replay and live, and ordering
+//
+// A client tracks lastSeq, the highest seq it enqueued. A live sequenced publication
+// (from the broker) with seq <= lastSeq is a duplicate and dropped; seq == lastSeq+1 is
+// enqueued; seq > lastSeq+1 reveals a gap (a message lost by the broker) and starts a
+// catch-up. While a catch-up runs ("catching"), live sequenced publications are not
+// enqueued at all: they only set dirty. The catch-up goroutine (at most one per client,
+// owned by the client) loops: read History.Since(lastSeq, ReplayBatch) without the lock;
+// take the lock; enqueue every event with seq > lastSeq; if the page was full or dirty was
+// set meanwhile, clear dirty and read again; else leave catching, under the same lock.
+// Events are published only after their transaction committed, so an event dropped while
+// dirty is in the log by the next read: nothing is lost, nothing is sent twice, and the
+// switch back to live happens under the lock that live delivery takes, with lastSeq
+// exactly where the log ended. Ephemeral publications (Seq 0) are enqueued directly in
+// every state, after hello.
+//
+// A new socket starts catching with lastSeq unset. The user's broker channel is
+// subscribed (confirmed) before the hello seq N is read, so every event after N either
+// arrives live or is in the log. No live event is sent before (a) the client's resume
+// {since: S} (lastSeq = S, replay, then resumed), or (b) its first other frame, or (c)
+// ResumeGrace passing; in (b) and (c) lastSeq = N and a catch-up from N covers what was
+// committed since hello. When the broker reports a resubscription (messages may have been
+// lost) every client catches up. If History fails, the catch-up retries with backoff as
+// long as the socket lives.
+type Client struct {
+	hub     *Hub
+	conn    Conn
+	user    string
+	log     *slog.Logger
+	ctx     context.Context
+	cancel  context.CancelFunc
+	limiter *rate.Limiter
+	wg      sync.WaitGroup // the writer and the catch-up goroutine
+
+	closing atomic.Bool   // set once, under mu, by closeLocked
+	closeCh chan struct{} // closed with closing
+	wake    chan struct{} // the queue has messages (cap 1)
+	drained chan struct{} // the writer took the queue (cap 1)
+
+	mu          sync.Mutex
+	closed      bool // Serve is finishing: no goroutine may be started
+	closeCode   int
+	closeReason string
+	queue       [][]byte
+	greeted     bool  // hello enqueued
+	helloSeq    int64 // seq sent in hello
+	live        bool  // the seam opened: lastSeq is set
+	lastSeq     int64 // highest seq enqueued
+	base        int64 // the client's stream is complete after base (answers a late resume)
+	known       int64 // highest seq known to exist (hello, live publications)
+	catching    bool  // live sequenced publications are diverted to the catch-up
+	dirty       bool  // a live sequenced publication was dropped while catching
+	running     bool  // the catch-up goroutine runs
+	resume      *pendingResume
+	grace       *time.Timer
+	expiry      *time.Timer
+	expiryGen   uint64
+}
+
+// pendingResume is a resume to answer when the catch-up it started ends.
+type pendingResume struct {
+	since    int64
+	replayed int
+}
+
+func newClient(ctx context.Context, h *Hub, conn Conn, user string) *Client {
+	ctx, cancel := context.WithCancel(ctx)
+	return &Client{
+		hub:     h,
+		conn:    conn,
+		user:    user,
+		log:     h.log.With(slog.String("user", user)),
+		ctx:     ctx,
+		cancel:  cancel,
+		limiter: rate.NewLimiter(rate.Limit(h.cfg.RateLimit), h.cfg.RateBurst),
+		closeCh: make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		drained: make(chan struct{}, 1),
+	}
+}
+
+// User returns the id of the socket's user.
+func (c *Client) User() string { return c.user }
+
+// Context returns a context cancelled when the socket closes (or starts closing).
+func (c *Client) Context() context.Context { return c.ctx }
+
+// Send enqueues an ephemeral frame to this socket only. It returns false if the socket is
+// closed or its queue is full (the socket is then closed as a slow consumer).
+func (c *Client) Send(data []byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.enqueueLocked(data)
+}
+
+// SetExpires re-arms the token expiry: a fresh token valid until t was accepted (zero t:
+// never expires). A t in the past closes the socket with CloseTokenExpired.
+func (c *Client) SetExpires(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.setExpiresLocked(t)
+}
+
+// Close closes the socket with code and reason (see close.go). It never blocks: the close
+// frame is written by the socket's writer goroutine, which then ends the read loop. Only
+// the first call counts; it may be made from any goroutine, also after the socket closed.
+func (c *Client) Close(code int, reason string) {
+	c.mu.Lock()
+	c.closeLocked(code, reason)
+	c.mu.Unlock()
+}
+
+func (c *Client) closeLocked(code int, reason string) {
+	if c.closing.Load() {
+		return
+	}
+	c.closeCode, c.closeReason = code, reason
+	c.closing.Store(true)
+	close(c.closeCh)
+	c.cancel()
+}
+
+func (c *Client) setExpiresLocked(t time.Time) {
+	if c.expiry != nil {
+		c.expiry.Stop()
+		c.expiry = nil
+	}
+	c.expiryGen++
+	if t.IsZero() || c.closed || c.closing.Load() {
+		return
+	}
+	gen := c.expiryGen
+	c.expiry = time.AfterFunc(time.Until(t), func() {
+		c.mu.Lock()
+		if c.expiryGen == gen { // not re-armed meanwhile
+			c.closeLocked(CloseTokenExpired, ReasonTokenExpired)
+		}
+		c.mu.Unlock()
+	})
+}
+
+// start enqueues hello and starts the writer, the grace and expiry timers.
+func (c *Client) start(seq int64, expires time.Time) {
+	hello, _ := json.Marshal(struct {
+		Type   string `json:"type"`
+		UserID string `json:"user_id"`
+		Seq    int64  `json:"seq"`
+	}{"hello", c.user, seq})
+
+	c.mu.Lock()
+	c.helloSeq, c.known = seq, seq
+	c.catching = true // until the seam opens
+	c.enqueueLocked(hello)
+	c.greeted = true
+	c.grace = time.AfterFunc(c.hub.cfg.ResumeGrace, c.openSeamDefault)
+	c.setExpiresLocked(expires)
+	c.wg.Add(1)
+	go c.writeLoop()
+	c.mu.Unlock()
+}
+
+// finish stops the socket's goroutines and timers and waits for them. After it, nothing
+// touches conn.
+func (c *Client) finish() {
+	c.mu.Lock()
+	c.closeLocked(0, "")
+	c.closed = true
+	if c.grace != nil {
+		c.grace.Stop()
+	}
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
+	c.queue = nil
+	c.mu.Unlock()
+	c.wg.Wait()
+}
+
+// enqueueLocked appends data to the send queue. A full queue closes the socket as slow.
+func (c *Client) enqueueLocked(data []byte) bool {
+	if c.closed || c.closing.Load() {
+		return false
+	}
+	if len(c.queue) >= c.hub.cfg.QueueSize {
+		c.log.Warn("realtime: closing slow socket", slog.Int("queued", len(c.queue)))
+		c.closeLocked(CloseSlowConsumer, ReasonSlowConsumer)
+		return false
+	}
+	c.queue = append(c.queue, data)
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// deliver handles a live publication from the broker (see the Client comment).
+func (c *Client) deliver(p Publication) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.greeted {
+		return
+	}
+	if p.Seq <= 0 {
+		c.enqueueLocked(p.Data)
+		return
+	}
+	c.known = max(c.known, p.Seq)
+	switch {
+	case c.catching:
+		c.dirty = true
+	case p.Seq <= c.lastSeq:
+		// duplicate
+	case p.Seq == c.lastSeq+1:
+		if c.enqueueLocked(p.Data) {
+			c.lastSeq = p.Seq
+		}
+	default:
+		c.startCatchUpLocked() // gap: the broker lost something
+	}
+}
+
+// requestCatchUp makes the client read the log again (the broker may have lost messages).
+func (c *Client) requestCatchUp() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.live { // before the seam opens, its own catch-up will read the log anyway
+		c.startCatchUpLocked()
+	}
+}
+
+func (c *Client) startCatchUpLocked() {
+	c.catching = true
+	c.dirty = true
+	if c.running || c.closed || c.closing.Load() {
+		return
+	}
+	c.running = true
+	c.wg.Add(1)
+	go c.catchUp()
+}
+
+// openSeamLocked sets lastSeq and starts the catch-up that ends the seam.
+func (c *Client) openSeamLocked(since int64, r *pendingResume) {
+	c.live = true
+	c.lastSeq, c.base = since, since
+	c.resume = r
+	if c.grace != nil {
+		c.grace.Stop()
+	}
+	c.startCatchUpLocked()
+}
+
+// openSeamDefault opens the seam from the hello seq: ResumeGrace passed, or the client
+// sent a frame other than resume.
+func (c *Client) openSeamDefault() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.live && c.greeted && !c.closed {
+		c.openSeamLocked(c.helloSeq, nil)
+	}
+}
+
+// handleResume answers {"type":"resume","since":S}.
+func (c *Client) handleResume(raw json.RawMessage) {
+	var since int64
+	if len(raw) == 0 || json.Unmarshal(raw, &since) != nil || since < 0 {
+		c.Close(CloseBadRequest, ReasonBadRequest)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.live {
+		if since > c.helloSeq {
+			// The client has seen events the log does not have (it was reset, or the client
+			// is confused): it must refetch, and continues from hello's seq.
+			c.enqueueLocked(resyncFrame(c.helloSeq))
+			c.openSeamLocked(c.helloSeq, nil)
+			return
+		}
+		c.openSeamLocked(since, &pendingResume{since: since})
+		return
+	}
+	// A late resume (after the grace or another frame opened the seam) or a repeated one:
+	// events after lastSeq will follow in order anyway.
+	switch {
+	case since > c.lastSeq:
+		c.closeLocked(CloseBadRequest, ReasonBadRequest) // claims events this socket never sent
+	case since >= c.base:
+		c.enqueueLocked(resumedFrame(since, c.lastSeq, 0))
+	default:
+		// Events base..since were never sent on this socket and cannot be sent in order now.
+		c.enqueueLocked(resyncFrame(c.lastSeq))
+		c.base = c.lastSeq
+	}
+}
+
+func resumedFrame(since, seq int64, replayed int) []byte {
+	b, _ := json.Marshal(struct {
+		Type     string `json:"type"`
+		Since    int64  `json:"since"`
+		Seq      int64  `json:"seq"`
+		Replayed int    `json:"replayed"`
+	}{"resumed", since, seq, replayed})
+	return b
+}
+
+func resyncFrame(seq int64) []byte {
+	b, _ := json.Marshal(struct {
+		Type string `json:"type"`
+		Seq  int64  `json:"seq"`
+	}{"resync", seq})
+	return b
+}
+
+// catchUp reads the log until the client is level with it (see the Client comment).
+func (c *Client) catchUp() {
+	defer c.wg.Done()
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("realtime: catch-up panicked", slog.Any("panic", r), slog.String("stack", string(debug.Stack())))
+			c.mu.Lock()
+			c.running = false
+			c.closeLocked(CloseInternalError, ReasonInternalError)
+			c.mu.Unlock()
+		}
+	}()
+	delay := backoffMin
+	for {
+		c.mu.Lock()
+		if c.closed || c.closing.Load() {
+			c.running = false
+			c.mu.Unlock()
+			return
+		}
+		since, known := c.lastSeq, c.known
+		c.dirty = false
+		c.mu.Unlock()
+
+		page, pruned, last, err := c.readLog(since, known)
+		if err != nil {
+			if c.ctx.Err() != nil {
+				c.stopCatchUp()
+				return
+			}
+			c.log.Warn("realtime: catch-up from history failed, retrying", slog.Duration("in", delay), slog.Any("error", err))
+			if !sleepCtx(c.ctx, delay) {
+				c.stopCatchUp()
+				return
+			}
+			delay = min(2*delay, backoffMax)
+			continue
+		}
+		delay = backoffMin
+		if !c.apply(page, pruned, last, since, known) {
+			return
+		}
+	}
+}
+
+const (
+	backoffMin = 100 * time.Millisecond
+	backoffMax = 5 * time.Second
+)
+
+func (c *Client) stopCatchUp() {
+	c.mu.Lock()
+	c.running = false
+	c.mu.Unlock()
+}
+
+// readLog reads the page after since. pruned reports that events after since are gone
+// from the log, last being the log's latest seq then.
+func (c *Client) readLog(since, known int64) (page []Publication, pruned bool, last int64, err error) {
+	h := c.hub
+	page, err = h.history.Since(c.ctx, c.user, since, h.cfg.ReplayBatch)
+	if err != nil {
+		return nil, false, 0, err
+	}
+	if len(page) > 0 && page[0].Seq <= since+1 {
+		return page, false, 0, nil
+	}
+	if len(page) == 0 && known <= since {
+		return nil, false, 0, nil // level with everything we know of
+	}
+	// The log starts after since+1, or is empty while we know of later events. Read the
+	// latest seq first, then the page again: if events up to last existed and are still
+	// not returned, they were pruned (pruning only removes the oldest events).
+	last, err = h.history.LastSeq(c.ctx, c.user)
+	if err != nil {
+		return nil, false, 0, err
+	}
+	if last <= since {
+		return nil, false, last, nil // the log has nothing after since: nothing to do
+	}
+	page, err = h.history.Since(c.ctx, c.user, since, h.cfg.ReplayBatch)
+	if err != nil {
+		return nil, false, 0, err
+	}
+	if len(page) > 0 && page[0].Seq <= since+1 {
+		return page, false, 0, nil
+	}
+	return nil, true, last, nil
+}
+
+// apply enqueues a page read by catchUp. It reports whether the catch-up goes on.
+func (c *Client) apply(page []Publication, pruned bool, last, since, known int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if pruned {
+		c.enqueueLocked(resyncFrame(last))
+		c.lastSeq, c.base = last, last
+		c.known = max(c.known, last)
+		c.resume = nil // resync answers it
+		c.dirty = true // read once more after last
+		return true
+	}
+	if len(page) == 0 && known > since && c.known == known {
+		c.known = since // the log has nothing after since, whatever we heard: stop waiting for it
+	}
+	room := max(1, c.hub.cfg.QueueSize*3/4) // leave room for ephemeral frames and pongs
+	for i := 0; i < len(page); {
+		if c.closed || c.closing.Load() || c.ctx.Err() != nil {
+			c.running = false
+			return false
+		}
+		if len(c.queue) >= room {
+			// Wait for the writer rather than overflow the queue: a long replay is not a
+			// slow client.
+			c.mu.Unlock()
+			select {
+			case <-c.drained:
+			case <-c.ctx.Done():
+			}
+			c.mu.Lock()
+			continue
+		}
+		p := page[i]
+		i++
+		if p.Seq <= c.lastSeq {
+			continue
+		}
+		if c.enqueueLocked(p.Data) {
+			c.lastSeq = p.Seq
+			if c.resume != nil {
+				c.resume.replayed++
+			}
+		}
+	}
+	if len(page) >= c.hub.cfg.ReplayBatch || c.dirty {
+		return true
+	}
+	if c.resume != nil {
+		c.enqueueLocked(resumedFrame(c.resume.since, c.lastSeq, c.resume.replayed))
+		c.resume = nil
+	}
+	c.catching = false
+	c.running = false
+	return false
+}
+
+// writeLoop is the socket's only writer: it drains the queue and sends pings, and on
+// close sends the close frame and ends the read loop.
+func (c *Client) writeLoop() {
+	defer c.wg.Done()
+	cfg := &c.hub.cfg
+	ping := time.NewTicker(cfg.PingInterval)
+	defer ping.Stop()
+	var batch [][]byte
+	for {
+		select {
+		case <-c.closeCh:
+			c.writeClose()
+			return
+		case <-ping.C:
+			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
+				c.writeFailed(err)
+				return
+			}
+		case <-c.wake:
+			c.mu.Lock()
+			batch, c.queue = c.queue, batch[:0]
+			c.mu.Unlock()
+			select {
+			case c.drained <- struct{}{}:
+			default:
+			}
+			for _, data := range batch {
+				if c.closing.Load() {
+					break
+				}
+				_ = c.conn.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout))
+				if err := c.conn.WriteMessage(websocket.TextMessage, data); err != nil {
+					c.writeFailed(err)
+					return
+				}
+			}
+			clear(batch)
+		}
+	}
+}
+
+// writeClose sends the close frame, if a code was given, and ends the read loop after
+// closeGrace (time for the peer to answer the close) or at once.
+func (c *Client) writeClose() {
+	c.mu.Lock()
+	code, reason := c.closeCode, c.closeReason
+	c.mu.Unlock()
+	until := time.Now()
+	if code != 0 {
+		msg := websocket.FormatCloseMessage(code, reason)
+		if err := c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(c.hub.cfg.WriteTimeout)); err == nil {
+			until = time.Now().Add(closeGrace)
+		}
+	}
+	_ = c.conn.SetReadDeadline(until)
+}
+
+func (c *Client) writeFailed(err error) {
+	if !c.closing.Load() {
+		c.log.Debug("realtime: write failed", slog.Any("error", err))
+	}
+	c.Close(0, "")
+	_ = c.conn.SetReadDeadline(time.Now())
+}
+
+// extendReadDeadline keeps a live peer's socket open. Once closing, the writer owns the
+// read deadline.
+func (c *Client) extendReadDeadline() {
+	if c.closing.Load() {
+		return
+	}
+	cfg := &c.hub.cfg
+	_ = c.conn.SetReadDeadline(time.Now().Add(cfg.PingInterval + cfg.PongTimeout))
+	if c.closing.Load() { // the writer may have set a shorter deadline meanwhile
+		_ = c.conn.SetReadDeadline(time.Now().Add(closeGrace))
+	}
+}
+
+// readLoop reads frames until the socket fails or closes. Once closing, frames are
+// read and discarded until the peer's close frame or the deadline.
+func (c *Client) readLoop(fh FrameHandler) {
+	c.conn.SetPongHandler(func(string) error {
+		c.extendReadDeadline()
+		return nil
+	})
+	c.extendReadDeadline()
+	limited := false
+	for {
+		typ, data, err := c.conn.ReadMessage()
+		if err != nil {
+			if !c.closing.Load() && !websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) {
+				c.log.Debug("realtime: read failed", slog.Any("error", err))
+			}
+			return
+		}
+		if c.closing.Load() {
+			continue
+		}
+		c.extendReadDeadline()
+		if !c.limiter.Allow() {
+			if !limited {
+				limited = true
+				c.Send(ErrorFrame(ErrorRateLimited, "too many frames, frame dropped"))
+			}
+			continue
+		}
+		limited = false
+		c.handleFrame(typ, data, fh)
+	}
+}
+
+func (c *Client) handleFrame(typ int, data []byte, fh FrameHandler) {
+	if typ != websocket.TextMessage {
+		c.Send(ErrorFrame(ErrorBadRequest, "frames must be JSON text"))
+		return
+	}
+	var f struct {
+		Type  string          `json:"type"`
+		Since json.RawMessage `json:"since"`
+	}
+	if err := json.Unmarshal(data, &f); err != nil || f.Type == "" {
+		c.Send(ErrorFrame(ErrorBadRequest, "a frame must be a JSON object with a type"))
+		return
+	}
+	switch f.Type {
+	case "ping":
+		c.Send(pongFrame)
+	case "resume":
+		c.handleResume(f.Since)
+	default:
+		c.openSeamDefault()
+		if fh == nil {
+			c.Send(ErrorFrame(ErrorBadRequest, "unknown frame type "+quote(f.Type)))
+			return
+		}
+		c.callHandler(fh, f.Type, data)
+	}
+}
+
+func quote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func (c *Client) callHandler(fh FrameHandler, typ string, raw []byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("realtime: frame handler panicked", slog.String("type", typ), slog.Any("panic", r), slog.String("stack", string(debug.Stack())))
+			c.Close(CloseInternalError, ReasonInternalError)
+		}
+	}()
+	fh.HandleFrame(c, typ, raw)
+}

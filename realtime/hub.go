@@ -1,0 +1,345 @@
+package realtime
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config tunes a Hub. Zero values mean the documented defaults (as do negative ones).
+type Config struct {
+	// QueueSize is the per-socket send queue, in messages. A socket whose queue is full
+	// when a message arrives is closed with CloseSlowConsumer. Default 1024.
+	QueueSize int
+	// WriteTimeout bounds every write to a socket. Default 10s.
+	WriteTimeout time.Duration
+	// PingInterval is the period of the server's WebSocket ping. Default 25s.
+	PingInterval time.Duration
+	// PongTimeout: a socket from which nothing (frame or pong) was read for
+	// PingInterval+PongTimeout is dropped as dead. Default 10s.
+	PongTimeout time.Duration
+	// MaxMessageSize is the inbound frame limit in bytes; fasthttp/websocket closes a
+	// socket sending more with 1009. Default 64 KiB.
+	MaxMessageSize int64
+	// ResumeGrace is how long a new socket waits for the client's resume frame before it
+	// starts sending live events from the seq announced in hello. Default 2s.
+	ResumeGrace time.Duration
+	// MaxConnsPerUser caps one user's sockets on this replica (CloseTooManyConnections).
+	// Default 32.
+	MaxConnsPerUser int
+	// MaxConns caps the sockets of this replica (CloseReplicaFull). Default 20000.
+	MaxConns int
+	// RateLimit is the inbound frame rate allowed per socket, in frames per second.
+	// Default 20.
+	RateLimit float64
+	// RateBurst is the inbound frame burst allowed per socket. Default 40.
+	RateBurst int
+	// ReplayBatch is the page size of History.Since reads. Default 500.
+	ReplayBatch int
+}
+
+func (c Config) withDefaults() Config {
+	if c.QueueSize <= 0 {
+		c.QueueSize = 1024
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 25 * time.Second
+	}
+	if c.PongTimeout <= 0 {
+		c.PongTimeout = 10 * time.Second
+	}
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = 64 << 10
+	}
+	if c.ResumeGrace <= 0 {
+		c.ResumeGrace = 2 * time.Second
+	}
+	if c.MaxConnsPerUser <= 0 {
+		c.MaxConnsPerUser = 32
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 20000
+	}
+	if c.RateLimit <= 0 {
+		c.RateLimit = 20
+	}
+	if c.RateBurst <= 0 {
+		c.RateBurst = 40
+	}
+	if c.ReplayBatch <= 0 {
+		c.ReplayBatch = 500
+	}
+	return c
+}
+
+const (
+	numShards   = 32
+	numSubLocks = 256
+	// brokerTimeout bounds the broker calls the hub makes on its own (subscribe and
+	// unsubscribe a user's channel).
+	brokerTimeout = 5 * time.Second
+	// userChannelPrefix starts the broker channel of a user.
+	userChannelPrefix = "user:"
+)
+
+// Hub holds the WebSockets of one replica and delivers every user's publications to
+// them. Create it with NewHub; it is safe for concurrent use.
+type Hub struct {
+	broker  Broker
+	history History
+	cfg     Config
+	log     *slog.Logger
+
+	shards [numShards]hubShard
+	// subLocks serialize a user's first register (broker Subscribe) against their last
+	// unregister (broker Unsubscribe). They are not the shard locks: the broker's delivery
+	// goroutine takes shard read locks, and a Subscribe waiting for its confirmation under
+	// a shard lock would wait for that goroutine.
+	subLocks [numSubLocks]sync.Mutex
+
+	conns    atomic.Int64
+	stopping atomic.Bool
+	// servingMu orders serving.Add (in Serve) before serving.Wait (in Shutdown).
+	servingMu sync.Mutex
+	serving   sync.WaitGroup
+}
+
+type hubShard struct {
+	mu    sync.RWMutex
+	users map[string]map[*Client]struct{}
+}
+
+// NewHub returns a Hub delivering through b, catching clients up from h, and registers
+// the hub as b's event handler. log may be nil.
+func NewHub(b Broker, h History, cfg Config, log *slog.Logger) *Hub {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	hub := &Hub{broker: b, history: h, cfg: cfg.withDefaults(), log: log}
+	for i := range hub.shards {
+		hub.shards[i].users = make(map[string]map[*Client]struct{})
+	}
+	b.RegisterEventHandler(brokerEvents{hub})
+	return hub
+}
+
+// Conns returns the number of open sockets on this replica.
+func (h *Hub) Conns() int { return int(h.conns.Load()) }
+
+// Publish sends p to every socket of user on every replica (broker channel
+// "user:"+user, to which the broker adds its prefix). If the broker publish fails, p is
+// delivered to this replica's sockets anyway and the error is returned.
+//
+// Sequenced publications (Seq > 0) must be published only after the transaction that
+// wrote them to the event log committed: the hub relies on finding in History every
+// event it has seen published.
+func (h *Hub) Publish(ctx context.Context, user string, p Publication) error {
+	if err := h.broker.Publish(ctx, userChannel(user), encodePublication(p)); err != nil {
+		h.deliver(user, p)
+		return fmt.Errorf("publish to user %s: %w", user, err)
+	}
+	return nil
+}
+
+// Shutdown closes every socket with CloseGoingAway and waits, up to ctx, for all Serve
+// calls to return. Serve calls made after Shutdown close their socket at once.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.servingMu.Lock()
+	h.stopping.Store(true)
+	h.servingMu.Unlock()
+
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		for _, cs := range sh.users {
+			for c := range cs {
+				c.Close(CloseGoingAway, ReasonGoingAway)
+			}
+		}
+		sh.mu.RUnlock()
+	}
+
+	done := make(chan struct{})
+	go func() { // exits when the last Serve returns, even after ctx expired
+		h.serving.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("realtime shutdown: %d sockets still open: %w", h.Conns(), ctx.Err())
+	}
+}
+
+func userChannel(user string) string { return userChannelPrefix + user }
+
+func (h *Hub) shard(user string) *hubShard {
+	return &h.shards[fnv32(user)%numShards]
+}
+
+func (h *Hub) subLock(user string) *sync.Mutex {
+	return &h.subLocks[fnv32(user)%numSubLocks]
+}
+
+func fnv32(s string) uint32 {
+	hash := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		hash ^= uint32(s[i])
+		hash *= 16777619
+	}
+	return hash
+}
+
+// register adds c to the hub, subscribing the user's broker channel if c is the user's
+// first socket on this replica. It returns a close code (and reason) if c is refused.
+func (h *Hub) register(ctx context.Context, c *Client) (int, string) {
+	if h.conns.Add(1) > int64(h.cfg.MaxConns) {
+		h.conns.Add(-1)
+		return CloseReplicaFull, ReasonReplicaFull
+	}
+	sl := h.subLock(c.user)
+	sl.Lock()
+	defer sl.Unlock()
+
+	sh := h.shard(c.user)
+	sh.mu.Lock()
+	cs := sh.users[c.user]
+	if len(cs) >= h.cfg.MaxConnsPerUser {
+		sh.mu.Unlock()
+		h.conns.Add(-1)
+		return CloseTooManyConnections, ReasonTooManyConnections
+	}
+	if cs == nil {
+		cs = make(map[*Client]struct{})
+		sh.users[c.user] = cs
+	}
+	cs[c] = struct{}{}
+	first := len(cs) == 1
+	sh.mu.Unlock()
+
+	if first {
+		sctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+		err := h.broker.Subscribe(sctx, userChannel(c.user))
+		cancel()
+		if err != nil {
+			h.log.Error("realtime: subscribe user channel", slog.String("user", c.user), slog.Any("error", err))
+			h.remove(c) // still under the sub lock: nobody else subscribed meanwhile
+			h.conns.Add(-1)
+			return CloseInternalError, ReasonInternalError
+		}
+	}
+	return 0, ""
+}
+
+// unregister removes c, unsubscribing the user's channel if c was their last socket.
+func (h *Hub) unregister(ctx context.Context, c *Client) {
+	sl := h.subLock(c.user)
+	sl.Lock()
+	defer sl.Unlock()
+	last := h.remove(c)
+	h.conns.Add(-1)
+	if last {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), brokerTimeout)
+		if err := h.broker.Unsubscribe(uctx, userChannel(c.user)); err != nil {
+			h.log.Warn("realtime: unsubscribe user channel", slog.String("user", c.user), slog.Any("error", err))
+		}
+		cancel()
+	}
+}
+
+// remove deletes c from its shard and reports whether it was the user's last socket.
+func (h *Hub) remove(c *Client) bool {
+	sh := h.shard(c.user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	cs := sh.users[c.user]
+	delete(cs, c)
+	if len(cs) == 0 {
+		delete(sh.users, c.user)
+		return true
+	}
+	return false
+}
+
+// deliver hands p to every local socket of user. It never blocks: enqueueing is
+// non-blocking and a full queue closes that socket only.
+func (h *Hub) deliver(user string, p Publication) {
+	sh := h.shard(user)
+	sh.mu.RLock()
+	for c := range sh.users[user] {
+		c.deliver(p)
+	}
+	sh.mu.RUnlock()
+}
+
+// resubscribed makes every local socket catch up from History.
+func (h *Hub) resubscribed() {
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		for _, cs := range sh.users {
+			for c := range cs {
+				c.requestCatchUp()
+			}
+		}
+		sh.mu.RUnlock()
+	}
+}
+
+// helloSeq reads the user's latest seq for hello, retrying briefly: a socket cannot be
+// served without it.
+func (h *Hub) helloSeq(ctx context.Context, user string) (int64, error) {
+	delay := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		seq, err := h.history.LastSeq(ctx, user)
+		if err == nil {
+			return seq, nil
+		}
+		if attempt == 3 || ctx.Err() != nil {
+			return 0, fmt.Errorf("last seq of user %s: %w", user, err)
+		}
+		h.log.Warn("realtime: read last seq", slog.String("user", user), slog.Any("error", err))
+		if !sleepCtx(ctx, delay) {
+			return 0, ctx.Err()
+		}
+		delay *= 4
+	}
+}
+
+// brokerEvents adapts the hub to BrokerEventHandler without exporting the methods on Hub.
+type brokerEvents struct{ h *Hub }
+
+func (e brokerEvents) HandlePublication(channel string, data []byte) {
+	user, ok := strings.CutPrefix(channel, userChannelPrefix)
+	if !ok {
+		return
+	}
+	p, err := decodePublication(data)
+	if err != nil {
+		e.h.log.Warn("realtime: bad publication from broker", slog.String("channel", channel), slog.Any("error", err))
+		return
+	}
+	e.h.deliver(user, p)
+}
+
+func (e brokerEvents) HandleResubscribed() { e.h.resubscribed() }
+
+// sleepCtx sleeps d and reports whether ctx is still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
