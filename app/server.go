@@ -245,14 +245,19 @@ func (s *Server) withTimeout(c *fiber.Ctx) error {
 
 // bearer returns the token of an "Authorization: Bearer <token>" header.
 func bearer(header string) (string, error) {
-	scheme, token, ok := strings.Cut(header, " ")
+	// The scheme is case-insensitive (RFC 6750 via RFC 7235): "bearer x"
+	// is fine, "Token x" and "Bearerx" are not.
+	scheme, token, _ := strings.Cut(strings.TrimSpace(header), " ")
+	token = strings.TrimSpace(token)
 	switch {
 	case header == "":
 		return "", store.Errorf(store.CodeUnauthorized, "missing Authorization header")
-	case !ok || !strings.EqualFold(scheme, "Bearer"):
+	case !strings.EqualFold(scheme, "Bearer"):
 		return "", store.Errorf(store.CodeUnauthorized, "Authorization header must be \"Bearer <token>\"")
+	case token == "":
+		return "", store.Errorf(store.CodeUnauthorized, "missing token after \"Bearer\"")
 	}
-	return strings.TrimSpace(token), nil
+	return token, nil
 }
 
 // authenticate requires a valid bearer token and puts its user in Locals.

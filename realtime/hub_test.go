@@ -28,9 +28,9 @@ import (
 // memHistory is the test's event log: a slice of publications per user, appended under a
 // mutex and then published, like the store does after its transaction commits.
 type memHistory struct {
-	mu        sync.Mutex
-	events    map[string][]Publication
-	last      map[string]int64
+	mu         sync.Mutex
+	events     map[string][]Publication
+	last       map[string]int64
 	failSince  atomic.Int32 // the next failSince calls of Since fail
 	sinceDelay atomic.Int64 // Since returns what it read after this many nanoseconds (a slow query)
 }

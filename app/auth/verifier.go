@@ -162,10 +162,14 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 	}
 	tok, err := jwt.Parse([]byte(token), jwt.WithVerify(false), jwt.WithValidate(true),
 		jwt.WithIssuer(v.cfg.Issuer), jwt.WithAudience(v.cfg.Audience),
-		jwt.WithAcceptableSkew(v.cfg.Leeway),
-		jwt.WithRequiredClaim(jwt.ExpirationKey), jwt.WithRequiredClaim(jwt.SubjectKey))
+		jwt.WithAcceptableSkew(v.cfg.Leeway))
 	if err != nil {
 		return Claims{}, claimError(err)
+	}
+	// Checked here, not with jwt.WithRequiredClaim, whose errors do not
+	// say which claim is missing.
+	if _, ok := tok.Get(jwt.ExpirationKey); !ok {
+		return Claims{}, unauthorized("token has no expiry (exp)")
 	}
 	if tok.Subject() == "" {
 		return Claims{}, unauthorized("token has no subject (sub)")
@@ -191,10 +195,6 @@ func claimError(err error) error {
 		return unauthorized("invalid token issuer")
 	case errors.Is(err, jwt.ErrInvalidAudience()):
 		return unauthorized("invalid token audience")
-	case errors.Is(err, jwt.ErrMissingRequiredClaim(jwt.SubjectKey)):
-		return unauthorized("token has no subject (sub)")
-	case errors.Is(err, jwt.ErrMissingRequiredClaim(jwt.ExpirationKey)):
-		return unauthorized("token has no expiry (exp)")
 	}
 	return unauthorized("malformed token claims")
 }

@@ -299,6 +299,7 @@ func TestVerifierAttackShapes(t *testing.T) {
 	tests := []struct {
 		name, token, detail string
 	}{
+		{"Oversized", strings.Repeat("A", MaxTokenLen-1) + ".B.C", "longer than 8192 bytes"},
 		{"JSONSerialization", string(jsonSer), "not a compact JWS"},
 		{"Whitespace", parts[0] + ". " + parts[1] + "." + parts[2], "not a compact JWS"},
 		{"UnknownAlg", b64(`{"alg":"XX256","kid":"k"}`) + "." + parts[1] + "." + parts[2], "unsupported signing algorithm (accepted"},
@@ -314,6 +315,9 @@ func TestVerifierAttackShapes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := v.Verify(context.Background(), tt.token)
 			wantCode(t, err, store.CodeUnauthorized, tt.detail)
+			if strings.Contains(store.ErrorMessage(err), "XX256") {
+				t.Errorf("the message %q echoes the header", store.ErrorMessage(err))
+			}
 		})
 	}
 	// aud as an array holding us is fine.
