@@ -45,10 +45,11 @@ type Tool struct {
 	// clients show these as hints when asking the user to allow a call.
 	ReadOnly, Destructive bool
 	// Run calls the tool for userID with the arguments as the model or
-	// client sent them (a JSON object; null or empty means {}). Errors are
-	// *store.Error: CodeBadRequest (arguments not a JSON object),
-	// CodeInvalid (naming the field), CodeNotFound, CodeUnauthorized (no
-	// user), or whatever the store returned.
+	// client sent them (a JSON object; null or empty means {}). Errors
+	// carry a *store.Error (store.ErrorCode reads it): CodeBadRequest
+	// (arguments not a JSON object), CodeInvalid (naming the field),
+	// CodeNotFound ("task not found", also for another user's task),
+	// CodeUnauthorized (no user), or what the store returned.
 	Run func(ctx context.Context, userID string, args json.RawMessage) (Result, error)
 }
 
@@ -107,8 +108,11 @@ func change(status string, t store.Todo) Change {
 	return Change{TaskID: t.ID, Status: status, Title: t.Title, Task: taskOf(t)}
 }
 
-// Tools returns the five todo tools over t: add_task, list_tasks,
-// complete_task, delete_task and update_task.
+// Tools returns the five todo tools over t: add_task, list_tasks (status
+// all by default, limit 50 by default, at most 1000), complete_task
+// (completed=false reopens), delete_task and update_task. A task_id is the
+// todo's UUID. The user is Run's userID, never an argument: a user_id
+// argument is ignored.
 func Tools(t Todos) []Tool {
 	taskID := prop{"type": "string", "format": "uuid",
 		"description": "The task's id, as add_task and list_tasks return it."}
@@ -123,8 +127,8 @@ func Tools(t Todos) []Tool {
 			Name:        "add_task",
 			Description: "Create a new task (todo) for the user. Returns the created task.",
 			Schema: schema([]string{"title"}, map[string]prop{
-				"title":       title("What to do, 1 to 500 characters."),
-				"description": description("Optional details, up to 2000 characters."),
+				"title":       title(fmt.Sprintf("What to do, 1 to %d characters.", store.MaxTitleLen)),
+				"description": description(fmt.Sprintf("Optional details, up to %d characters.", store.MaxDescriptionLen)),
 			}),
 			Run: requireUser(addTask(t)),
 		},
@@ -165,8 +169,8 @@ func Tools(t Todos) []Tool {
 			Description: "Change a task's title and/or description; give at least one of them.",
 			Schema: schema([]string{"task_id"}, map[string]prop{
 				"task_id":     taskID,
-				"title":       title("The new title, 1 to 500 characters."),
-				"description": description("The new description, up to 2000 characters; an empty string clears it."),
+				"title":       title(fmt.Sprintf("The new title, 1 to %d characters.", store.MaxTitleLen)),
+				"description": description(fmt.Sprintf("The new description, up to %d characters; an empty string clears it.", store.MaxDescriptionLen)),
 			}),
 			Run: requireUser(updateTask(t)),
 		},

@@ -355,22 +355,10 @@ func TestAuthAttackMatrix(t *testing.T) {
 				}
 			})
 			t.Run("OversizedToken", func(t *testing.T) {
-				// Fiber reads at most ReadBufferSize (4096 bytes by default) of
-				// request headers, so a header this long never reaches the
-				// verifier: fasthttp answers 431 (as JSON, through the error
-				// handler). Either way nothing is accepted and nothing echoed.
+				// The server reads headers up to 16 KiB, so the verifier's own
+				// 8 KiB limit is what refuses this token.
 				status, header, data := authGet(t, ts, "GET", "/api/todos", "Bearer "+oversized, "")
-				t.Logf("%d-byte token: %d %s", len(oversized), status, data)
-				switch status {
-				case 401:
-					wantAuthFailure(t, status, header, data, 401, "longer than 8192 bytes", oversized)
-				case http.StatusRequestHeaderFieldsTooLarge:
-					if strings.Contains(string(data), strings.Repeat("A", 100)) {
-						t.Errorf("431 body echoes the token: %.200s", data)
-					}
-				default:
-					t.Errorf("got %d %.300s, want 401 (or 431 from fasthttp)", status, data)
-				}
+				wantAuthFailure(t, status, header, data, 401, "longer than 8192 bytes", oversized)
 			})
 			t.Run("OtherUsersTodoIsNotFound", func(t *testing.T) {
 				owner, ownerTok := ts.user(t)
@@ -598,7 +586,7 @@ func TestAuthJWKSKeyRotation(t *testing.T) {
 			t.Errorf("old key removed, cache still fresh: got %d %s, want 200", status, data)
 		}
 	}
-	time.Sleep(time.Until(rotated.Add(2100 * time.Millisecond)))
+	time.Sleep(time.Until(rotated.Add(2500 * time.Millisecond)))
 	status, header, data := get(oldTok)
 	wantAuthFailure(t, status, header, data, 401, "token signing key not found in JWKS", oldTok)
 	if status, _, data := get(newTok); status != 200 {

@@ -77,8 +77,11 @@ func serveMCP(c *fiber.Ctx, h *server.StreamableHTTPServer) error {
 			}
 		}
 	}
-	if w.status == 0 {
+	switch w.status {
+	case 0:
 		w.status = http.StatusOK
+	case http.StatusMethodNotAllowed:
+		c.Set(fiber.HeaderAllow, "POST, DELETE")
 	}
 	return c.Status(w.status).Send(w.body.Bytes())
 }
@@ -161,7 +164,9 @@ func mcpCommand(ctx context.Context, cfg Config, log *slog.Logger, args []string
 
 // runMCP serves the tools over stdio until stdin ends or ctx is done. With
 // a token, every call verifies it again, like every HTTP request does: when
-// it expires, calls fail with "unauthorized: token has expired".
+// it expires, calls fail with "unauthorized: token has expired". When stdin
+// ends, calls still running are cancelled (mcp-go treats it as the client
+// hanging up): a client waits for its answers before it closes stdin.
 func runMCP(ctx context.Context, cfg Config, log *slog.Logger, args []string, getenv func(string) string,
 	stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("mcp", flag.ContinueOnError)
@@ -194,7 +199,7 @@ func runMCP(ctx context.Context, cfg Config, log *slog.Logger, args []string, ge
 	tools := loggedTools(agent.Tools(store.NewTodos(db, nil)), log)
 
 	var userID string
-	var opts []server.ServerOption
+	opts := []server.ServerOption{server.WithToolHandlerMiddleware(callTimeout(cfg.RequestTimeout))}
 	if *email != "" {
 		if *name == "" {
 			*name, _, _ = strings.Cut(*email, "@")
@@ -215,7 +220,7 @@ func runMCP(ctx context.Context, cfg Config, log *slog.Logger, args []string, ge
 			return fmt.Errorf("mcp: --token: %w", err)
 		}
 		userID = claims.UserID
-		opts = append(opts, server.WithToolHandlerMiddleware(reverify(v, *token)))
+		opts = append(opts, server.WithToolHandlerMiddleware(reverify(v, *token, log)))
 	}
 
 	s := server.NewStdioServer(agent.NewMCPServer(tools, Version, opts...))
@@ -230,14 +235,29 @@ func runMCP(ctx context.Context, cfg Config, log *slog.Logger, args []string, ge
 
 // reverify checks the token before each tool call and runs the call as its
 // user, so an expired token or a deleted user stops the session.
-func reverify(v *auth.Verifier, token string) server.ToolHandlerMiddleware {
+func reverify(v *auth.Verifier, token string, log *slog.Logger) server.ToolHandlerMiddleware {
 	return func(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 		return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			claims, err := v.Verify(ctx, token)
 			if err != nil {
+				if code := store.ErrorCode(err); code != store.CodeUnauthorized {
+					log.Warn("verify token", slog.String("tool", req.Params.Name), slog.Any("error", err))
+				}
 				return agent.ErrorResult(err), nil
 			}
 			return next(agent.WithUser(ctx, claims.UserID), req)
+		}
+	}
+}
+
+// callTimeout bounds each tool call over stdio with REQUEST_TIMEOUT, as
+// withTimeout bounds each HTTP request.
+func callTimeout(d time.Duration) server.ToolHandlerMiddleware {
+	return func(next server.ToolHandlerFunc) server.ToolHandlerFunc {
+		return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			ctx, cancel := context.WithTimeout(ctx, d)
+			defer cancel()
+			return next(ctx, req)
 		}
 	}
 }

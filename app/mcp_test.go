@@ -452,9 +452,19 @@ func TestMCPHTTPAuth(t *testing.T) {
 		}
 	})
 	t.Run("405GetStream", func(t *testing.T) {
-		status, _ := ts.do(t, http.MethodGet, "/mcp", token, nil)
-		if status != http.StatusMethodNotAllowed {
-			t.Fatalf("GET /mcp: got %d, want 405", status)
+		req, err := http.NewRequest(http.MethodGet, ts.URL+"/mcp", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Accept", "text/event-stream")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "POST, DELETE" {
+			t.Fatalf("GET /mcp: got %d Allow %q, want 405 Allow \"POST, DELETE\"", resp.StatusCode, resp.Header.Get("Allow"))
 		}
 		if status, _ := ts.do(t, http.MethodGet, "/mcp", "", nil); status != http.StatusUnauthorized {
 			t.Fatalf("GET /mcp without a token: got %d, want 401", status)

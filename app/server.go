@@ -171,9 +171,12 @@ func (s *Server) routes() *fiber.App {
 		DisableStartupMessage: true,
 		ErrorHandler:          s.handleError,
 		BodyLimit:             s.cfg.BodyLimit,
-		ReadTimeout:           s.cfg.RequestTimeout,
-		WriteTimeout:          s.cfg.RequestTimeout,
-		IdleTimeout:           2 * time.Minute,
+		// Headers up to 16 KiB: a Better Auth token carries the whole user
+		// row (an image data: URL can be long); the verifier caps it at 8 KiB.
+		ReadBufferSize: 16 << 10,
+		ReadTimeout:    s.cfg.RequestTimeout,
+		WriteTimeout:   s.cfg.RequestTimeout,
+		IdleTimeout:    2 * time.Minute,
 	})
 	app.Use(recover.New(recover.Config{
 		EnableStackTrace: true,

@@ -68,7 +68,11 @@ var pongFrame = []byte(`{"type":"pong"}`)
 //   - client {"type":"resume","since":S}: the server replays the events S+1..M, then sends
 //     {"type":"resumed","since":S,"seq":M,"replayed":K}, then live events (> M). If events
 //     after S were pruned from the log it sends {"type":"resync","seq":M} instead: the
-//     client refetches its list and continues from M.
+//     client refetches its list and continues from M. A since beyond N is answered with
+//     resync too (seq N). A resume after live events started (late or repeated) is
+//     answered with resumed (replayed 0) if the socket already sent everything after S, with
+//     resync if not, and closes the socket with CloseBadRequest if S is beyond what the
+//     socket sent or is not a non-negative integer.
 //   - client {"type":"ping"}: server {"type":"pong"}.
 //   - anything else goes to fh; a frame that is not JSON or has no type is answered with
 //     {"type":"error","code":"bad_request",...}; frames over the rate limit with
@@ -493,6 +497,10 @@ func (c *Client) stopCatchUp() {
 // from the log, last being the log's latest seq then.
 func (c *Client) readLog(since, known int64) (page []Publication, pruned bool, last int64, err error) {
 	h := c.hub
+	if err := h.reads.Acquire(c.ctx, 1); err != nil {
+		return nil, false, 0, err
+	}
+	defer h.reads.Release(1)
 	page, err = h.history.Since(c.ctx, c.user, since, h.cfg.ReplayBatch)
 	if err != nil {
 		return nil, false, 0, err

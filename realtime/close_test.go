@@ -18,6 +18,7 @@ func TestShouldReconnect(t *testing.T) {
 		{"TooBig", CloseMessageTooBig, false},
 		{"BadRequest", CloseBadRequest, false},
 		{"TooManyConnections", CloseTooManyConnections, false},
+		{"Forbidden", CloseForbidden, false},
 		{"AppReconnect", 4000, true},
 		{"AppFinal", 4500, false},
 	}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 )
 
 // Config tunes a Hub. Zero values mean the documented defaults (as do negative ones).
@@ -87,6 +89,9 @@ const (
 	brokerTimeout = 5 * time.Second
 	// userChannelPrefix starts the broker channel of a user.
 	userChannelPrefix = "user:"
+	// historyReads caps the History reads one hub runs at once: after a broker reconnect
+	// every socket catches up, and the event log should not see thousands of queries at once.
+	historyReads = 16
 )
 
 // Hub holds the WebSockets of one replica and delivers every user's publications to
@@ -103,6 +108,8 @@ type Hub struct {
 	// goroutine takes shard read locks, and a Subscribe waiting for its confirmation under
 	// a shard lock would wait for that goroutine.
 	subLocks [numSubLocks]sync.Mutex
+
+	reads *semaphore.Weighted // see historyReads
 
 	conns    atomic.Int64
 	stopping atomic.Bool
@@ -122,7 +129,7 @@ func NewHub(b Broker, h History, cfg Config, log *slog.Logger) *Hub {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	hub := &Hub{broker: b, history: h, cfg: cfg.withDefaults(), log: log}
+	hub := &Hub{broker: b, history: h, cfg: cfg.withDefaults(), log: log, reads: semaphore.NewWeighted(historyReads)}
 	for i := range hub.shards {
 		hub.shards[i].users = make(map[string]map[*Client]struct{})
 	}
@@ -299,7 +306,11 @@ func (h *Hub) resubscribed() {
 func (h *Hub) helloSeq(ctx context.Context, user string) (int64, error) {
 	delay := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
+		if err := h.reads.Acquire(ctx, 1); err != nil {
+			return 0, err
+		}
 		seq, err := h.history.LastSeq(ctx, user)
+		h.reads.Release(1)
 		if err == nil {
 			return seq, nil
 		}

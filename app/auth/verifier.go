@@ -150,6 +150,11 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 		}
 		return Claims{}, unauthorized("unsupported signing algorithm %q (accepted: EdDSA, RS256, ES256)", alg.String())
 	}
+	if len(hdr.Critical()) > 0 {
+		// RFC 7515 4.1.11: extensions we do not implement (b64=false, ...)
+		// must be rejected. Better Auth sets no "crit".
+		return Claims{}, unauthorized("unsupported critical header parameters (crit)")
+	}
 	key, err := v.key(ctx, hdr.KeyID())
 	if err != nil {
 		return Claims{}, err
@@ -233,6 +238,12 @@ func (v *Verifier) key(ctx context.Context, kid string) (jwk.Key, error) {
 		return k, nil
 	}
 	v.mu.Lock()
+	// A fetch may have ended since keySet returned: look in its set first,
+	// or this request would miss the very refetch another one caused.
+	if k, ok := v.set.LookupKeyID(kid); ok {
+		v.mu.Unlock()
+		return k, nil
+	}
 	done := (<-chan struct{})(v.inflight)
 	if done == nil && time.Since(v.lastForced) >= v.cfg.RefreshInterval {
 		v.lastForced = time.Now()

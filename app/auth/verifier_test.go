@@ -304,6 +304,7 @@ func TestVerifierAttackShapes(t *testing.T) {
 		{"Whitespace", parts[0] + ". " + parts[1] + "." + parts[2], "not a compact JWS"},
 		{"UnknownAlg", b64(`{"alg":"XX256","kid":"k"}`) + "." + parts[1] + "." + parts[2], "unsupported signing algorithm (accepted"},
 		{"EmbeddedJWK", string(embedded), "signing key not found"},
+		{"Crit", b64(`{"alg":"EdDSA","kid":"`+fi.iss.KeyID()+`","b64":false,"crit":["b64"]}`) + "." + parts[1] + "." + parts[2], "crit"},
 		{"NoKid", b64(`{"alg":"EdDSA"}`) + "." + parts[1] + "." + parts[2], "no key id"},
 		{"EmptySub", signed(map[string]any{"sub": "", "iss": fi.URL, "aud": fi.URL, "exp": now.Add(time.Minute).Unix()}), "no subject"},
 		{"IatInFuture", signed(map[string]any{"sub": sub, "iss": fi.URL, "aud": fi.URL, "iat": now.Add(time.Hour).Unix(), "exp": now.Add(2 * time.Hour).Unix()}), "issued in the future"},
