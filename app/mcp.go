@@ -262,20 +262,6 @@ func callTimeout(d time.Duration) server.ToolHandlerMiddleware {
 	}
 }
 
-// authConfig is the verifier configuration for Better Auth at
-// BETTER_AUTH_URL.
-func authConfig(cfg Config) auth.Config {
-	return auth.Config{
-		JWKSURL:         cfg.BetterAuthURL + "/api/auth/jwks",
-		Issuer:          cfg.BetterAuthURL,
-		Audience:        cfg.BetterAuthURL,
-		CacheLifespan:   time.Duration(cfg.JWKSCacheLifespan) * time.Second,
-		MaxKeys:         cfg.JWKSCacheMaxKeys,
-		RefreshInterval: cfg.JWKSRefreshInterval,
-		Leeway:          cfg.JWTLeeway,
-	}
-}
-
 // mcpVerifier returns the verifier the mcp command checks its token with,
 // and a func to release it. In dev mode the server (and its JWKS route) may
 // not be running, so the dev issuer's key set is served on a loopback port

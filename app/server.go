@@ -94,15 +94,7 @@ func NewServer(ctx context.Context, cfg Config, log *slog.Logger, port int) (*Se
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, db: db}
-	acfg := auth.Config{
-		JWKSURL:         cfg.BetterAuthURL + "/api/auth/jwks",
-		Issuer:          cfg.BetterAuthURL,
-		Audience:        cfg.BetterAuthURL,
-		CacheLifespan:   time.Duration(cfg.JWKSCacheLifespan) * time.Second,
-		MaxKeys:         cfg.JWKSCacheMaxKeys,
-		RefreshInterval: cfg.JWKSRefreshInterval,
-		Leeway:          cfg.JWTLeeway,
-	}
+	acfg := authConfig(cfg)
 	if cfg.DevIssuer() {
 		url := devIssuerURL(port)
 		if s.issuer, err = auth.LoadIssuer(url, devKeyPath(cfg)); err != nil {
@@ -123,6 +115,20 @@ func NewServer(ctx context.Context, cfg Config, log *slog.Logger, port int) (*Se
 	s.baseCtx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.app = s.routes()
 	return s, nil
+}
+
+// authConfig is the verifier configuration for Better Auth at
+// BETTER_AUTH_URL.
+func authConfig(cfg Config) auth.Config {
+	return auth.Config{
+		JWKSURL:         cfg.BetterAuthURL + "/api/auth/jwks",
+		Issuer:          cfg.BetterAuthURL,
+		Audience:        cfg.BetterAuthURL,
+		CacheLifespan:   time.Duration(cfg.JWKSCacheLifespan) * time.Second,
+		MaxKeys:         cfg.JWKSCacheMaxKeys,
+		RefreshInterval: cfg.JWKSRefreshInterval,
+		Leeway:          cfg.JWTLeeway,
+	}
 }
 
 // openHub wires the realtime hub to its broker (Redis when REDIS_URL is set,
@@ -189,7 +195,7 @@ func (s *Server) routes() *fiber.App {
 	app.Use(cors.New(cors.Config{
 		AllowOrigins:     strings.Join(s.cfg.CORSOrigins, ","),
 		AllowCredentials: true,
-		AllowHeaders:     "Authorization, Content-Type, Accept, X-Request-ID",
+		AllowHeaders:     "Authorization, Content-Type, Accept, X-Request-ID, Mcp-Protocol-Version, Mcp-Session-Id",
 		ExposeHeaders:    "X-Request-ID",
 	}))
 
