@@ -120,7 +120,7 @@ func token(ctx context.Context, cfg Config, log *slog.Logger, args []string, std
 	if err != nil {
 		return err
 	}
-	iss, err := auth.LoadIssuer(devIssuerURL(cfg.Port), devKeyPath(cfg))
+	iss, err := auth.LoadIssuer(devIssuerURL(cfg, cfg.Port), devKeyPath(cfg))
 	if err != nil {
 		return err
 	}

@@ -28,6 +28,11 @@ type Config struct {
 	Host string `env:"HOST"`
 	// Port is PORT. Default 8000; 0 picks a free port.
 	Port int `env:"PORT" envDefault:"8000"`
+	// PublicURL is PUBLIC_URL: the URL clients reach the server at (behind a
+	// load balancer, the balancer's). The dev issuer uses it as iss and aud,
+	// so replicas sharing DATA_DIR accept each other's dev tokens. Default:
+	// http://localhost:PORT.
+	PublicURL string `env:"PUBLIC_URL"`
 	// DataDir is DATA_DIR: the SQLite file and the dev signing key. Default ./data.
 	DataDir string `env:"DATA_DIR" envDefault:"./data"`
 	// DatabaseURL is DATABASE_URL: PostgreSQL. Empty (default): embedded SQLite.
@@ -174,6 +179,13 @@ func (c *Config) validate() error {
 			bad("BETTER_AUTH_URL", "must be an http(s) URL, got %q", c.BetterAuthURL)
 		}
 		c.BetterAuthURL = strings.TrimRight(c.BetterAuthURL, "/")
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("PUBLIC_URL", "must be an http(s) URL, got %q", c.PublicURL)
+		}
+		c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	}
 	if c.DatabaseURL != "" && !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
 		bad("DATABASE_URL", "must be a postgres:// URL")

@@ -272,7 +272,7 @@ func mcpVerifier(ctx context.Context, cfg Config, db store.DB, log *slog.Logger)
 	if !cfg.DevIssuer() {
 		return auth.NewVerifier(acfg, db, log), func() {}, nil
 	}
-	iss, err := auth.LoadIssuer(devIssuerURL(cfg.Port), devKeyPath(cfg))
+	iss, err := auth.LoadIssuer(devIssuerURL(cfg, cfg.Port), devKeyPath(cfg))
 	if err != nil {
 		return nil, nil, err
 	}

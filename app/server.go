@@ -52,8 +52,14 @@ type Server struct {
 	wg       sync.WaitGroup // background goroutines
 }
 
-// devIssuerURL is the dev issuer's iss and aud: the server's own URL.
-func devIssuerURL(port int) string { return "http://localhost:" + strconv.Itoa(port) }
+// devIssuerURL is the dev issuer's iss and aud: PUBLIC_URL, or the
+// server's own URL on port.
+func devIssuerURL(cfg Config, port int) string {
+	if cfg.PublicURL != "" {
+		return cfg.PublicURL
+	}
+	return "http://localhost:" + strconv.Itoa(port)
+}
 
 // devKeyPath is where the dev issuer keeps its signing key.
 func devKeyPath(cfg Config) string { return filepath.Join(cfg.DataDir, "dev-signing-key") }
@@ -96,7 +102,7 @@ func NewServer(ctx context.Context, cfg Config, log *slog.Logger, port int) (*Se
 	s := &Server{cfg: cfg, log: log, db: db}
 	acfg := authConfig(cfg)
 	if cfg.DevIssuer() {
-		url := devIssuerURL(port)
+		url := devIssuerURL(cfg, port)
 		if s.issuer, err = auth.LoadIssuer(url, devKeyPath(cfg)); err != nil {
 			db.Close()
 			return nil, err
