@@ -134,12 +134,11 @@ Answer in the user's language, briefly, in plain text.`
 // Runner answers chat messages with a model and the todo tools. It is safe
 // for concurrent use.
 type Runner struct {
-	model  Model
-	tools  map[string]Tool
-	llm    []llms.Tool
-	cfg    Config
-	log    *slog.Logger
-	hasLog bool
+	model Model
+	tools map[string]Tool
+	llm   []llms.Tool
+	cfg   Config
+	log   *slog.Logger
 }
 
 // NewRunner returns a runner that answers with model, offering it tools

@@ -94,6 +94,39 @@ type Config struct {
 	// EventRetentionAge is EVENT_RETENTION_AGE: events older than this are
 	// pruned (each user's newest is always kept). Default 168h (7 days).
 	EventRetentionAge time.Duration `env:"EVENT_RETENTION_AGE" envDefault:"168h"`
+
+	// ---- Chat agent: LLM_* chooses the model, CHAT_* bounds the chats
+	// (validated by validateChat).
+
+	// LLMProvider is LLM_PROVIDER: "builtin" (the default, also when
+	// empty: an offline agent that understands plain todo commands),
+	// "openai" (any OpenAI-compatible chat-completions endpoint: OpenAI,
+	// vLLM, llama.cpp server, LM Studio, Ollama's /v1) or "ollama".
+	LLMProvider string `env:"LLM_PROVIDER"`
+	// LLMBaseURL is LLM_BASE_URL: for openai the API base that
+	// /chat/completions is appended to (default https://api.openai.com/v1);
+	// for ollama the server (default http://localhost:11434). Required in
+	// production for both.
+	LLMBaseURL string `env:"LLM_BASE_URL"`
+	// LLMAPIKey is LLM_API_KEY: the endpoint's bearer key; empty for local
+	// servers. Never logged.
+	LLMAPIKey string `env:"LLM_API_KEY"`
+	// LLMModel is LLM_MODEL: the model name (default gpt-4o-mini for
+	// openai, llama3.2 for ollama). Required in production for both.
+	LLMModel string `env:"LLM_MODEL"`
+	// LLMTimeout is LLM_TIMEOUT: the longest one model call may take,
+	// its whole stream included. Default 60s.
+	LLMTimeout time.Duration `env:"LLM_TIMEOUT" envDefault:"60s"`
+	// ChatMaxSteps is CHAT_MAX_STEPS: model calls per chat message (each
+	// round of tool calls takes one more). Default 5.
+	ChatMaxSteps int `env:"CHAT_MAX_STEPS" envDefault:"5"`
+	// ChatHistory is CHAT_HISTORY: earlier exchanges the model sees as
+	// context. Default 10; 0 sends none.
+	ChatHistory int `env:"CHAT_HISTORY" envDefault:"10"`
+	// ChatRateLimit is CHAT_RATE_LIMIT: chat messages per user per minute
+	// (bursts up to it), counted across replicas in Redis when REDIS_URL is
+	// set, else per replica. Default 20.
+	ChatRateLimit int `env:"CHAT_RATE_LIMIT" envDefault:"20"`
 }
 
 // Production reports whether ENVIRONMENT is production.
@@ -235,6 +268,7 @@ func (c *Config) validate() error {
 	if c.DataDir != "" {
 		c.DataDir = filepath.Clean(c.DataDir)
 	}
+	errs = append(errs, c.validateChat()...)
 	return errors.Join(errs...)
 }
 
@@ -245,4 +279,47 @@ func validOrigin(o string) bool {
 	u, err := url.Parse(strings.Replace(o, "://*.", "://", 1))
 	return err == nil && u.Scheme != "" && u.Host != "" && !strings.Contains(u.Host, "*") &&
 		(u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == ""
+}
+
+// validateChat checks the LLM_* and CHAT_* variables.
+func (c *Config) validateChat() []error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{name}, args...)...))
+	}
+	c.LLMProvider = strings.ToLower(strings.TrimSpace(c.LLMProvider))
+	switch c.LLMProvider {
+	case "":
+		c.LLMProvider = "builtin"
+	case "builtin":
+	case "openai", "ollama":
+		if c.Production() && c.LLMBaseURL == "" {
+			bad("LLM_BASE_URL", "is required when ENVIRONMENT=production and LLM_PROVIDER=%s", c.LLMProvider)
+		}
+		if c.Production() && c.LLMModel == "" {
+			bad("LLM_MODEL", "is required when ENVIRONMENT=production and LLM_PROVIDER=%s", c.LLMProvider)
+		}
+	default:
+		bad("LLM_PROVIDER", "must be builtin, openai or ollama, got %q", c.LLMProvider)
+	}
+	if c.LLMBaseURL != "" {
+		u, err := url.Parse(c.LLMBaseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("LLM_BASE_URL", "must be an http(s) URL such as https://api.openai.com/v1, got %q", c.LLMBaseURL)
+		}
+		c.LLMBaseURL = strings.TrimRight(c.LLMBaseURL, "/")
+	}
+	if c.LLMTimeout <= 0 {
+		bad("LLM_TIMEOUT", "must be a positive duration such as 60s")
+	}
+	if c.ChatMaxSteps < 1 || c.ChatMaxSteps > 50 {
+		bad("CHAT_MAX_STEPS", "must be between 1 and 50, got %d", c.ChatMaxSteps)
+	}
+	if c.ChatHistory < 0 || c.ChatHistory > 100 {
+		bad("CHAT_HISTORY", "must be between 0 and 100, got %d", c.ChatHistory)
+	}
+	if c.ChatRateLimit <= 0 {
+		bad("CHAT_RATE_LIMIT", "must be positive, got %d", c.ChatRateLimit)
+	}
+	return errs
 }

@@ -50,6 +50,7 @@ type Server struct {
 	baseCtx  context.Context            // outlives requests; cancelled after shutdown
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // background goroutines
+	chat     *chatService   // the agent, its rate limit and running chats (chat.go)
 }
 
 // devIssuerURL is the dev issuer's iss and aud: PUBLIC_URL, or the
@@ -95,6 +96,10 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (store.DB, err
 // NewServer opens the store and wires a replica that will serve on port
 // (the port matters to the dev issuer, whose URL names it).
 func NewServer(ctx context.Context, cfg Config, log *slog.Logger, port int) (*Server, error) {
+	model, err := openModel(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	db, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return nil, err
@@ -118,6 +123,7 @@ func NewServer(ctx context.Context, cfg Config, log *slog.Logger, port int) (*Se
 		db.Close()
 		return nil, err
 	}
+	s.chat = newChatService(s, model)
 	s.baseCtx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.app = s.routes()
 	return s, nil
@@ -220,6 +226,7 @@ func (s *Server) routes() *fiber.App {
 	}))
 
 	s.mountMCP(app)
+	s.mountConsole(app) // before the /api group: public files and the dev sign-in
 	api := app.Group("/api", s.withTimeout, s.authenticate)
 	api.Get("/todos", s.listTodos)
 	api.Post("/todos", s.createTodo)
@@ -227,6 +234,8 @@ func (s *Server) routes() *fiber.App {
 	api.Put("/todos/:id", s.updateTodo)
 	api.Patch("/todos/:id", s.toggleTodo)
 	api.Delete("/todos/:id", s.deleteTodo)
+	api.Post("/chat", s.postChat)
+	api.Get("/chat/:user_id", s.listChat)
 	return app
 }
 

@@ -102,11 +102,15 @@ func (s *Server) wsServe(conn *websocket.Conn) {
 }
 
 // HandleFrame handles the application frames of a socket: auth (a fresh
-// token for the same user), and the chat frames once the agent is wired.
+// token for the same user), chat and cancel (chat.go).
 func (s *Server) HandleFrame(c *realtime.Client, typ string, raw []byte) {
 	switch typ {
 	case "auth":
 		s.wsAuth(c, raw)
+	case "chat":
+		s.wsChat(c, raw)
+	case "cancel":
+		s.wsCancel(c, raw)
 	default:
 		c.Send(realtime.ErrorFrame(store.CodeBadRequest, "unknown frame type "+quote(typ)))
 	}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// changer makes todo changes through the REST API of the replicas, round-robin.
+type changer struct {
+	client  *http.Client
+	httpURL []string
+	users   []benchUser
+	mode    string // create, update or mixed
+
+	mu    sync.Mutex
+	todo  []string // latest todo id of each user
+	count []int    // changes made per user
+}
+
+func newHTTPClient(conns int) *http.Client {
+	return &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			MaxIdleConns:        conns * 2,
+			MaxIdleConnsPerHost: conns,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
+		},
+	}
+}
+
+func newChanger(client *http.Client, httpURL []string, users []benchUser, mode string) *changer {
+	return &changer{client: client, httpURL: httpURL, users: users, mode: mode, todo: make([]string, len(users)), count: make([]int, len(users))}
+}
+
+// changeStats is what a change window did.
+type changeStats struct {
+	made     int64 // changes that succeeded
+	errors   int64
+	firstErr string
+	expected int64 // deliveries they owe: sockets of their user, summed
+	took     time.Duration
+	rest     *hist // REST call latency
+}
+
+// run makes changes at perSec for dur, open loop (change j is due at j/perSec), with at
+// most inflight REST calls at once, and waits for the calls in flight. sockets[u] is the
+// number of live sockets of user u.
+func (c *changer) run(ctx context.Context, m *measure, perSec float64, dur time.Duration, inflight int, sockets []int) *changeStats {
+	st := &changeStats{rest: &hist{}}
+	total := int(perSec * dur.Seconds())
+	total = min(total, len(m.starts))
+	var made, errs, expected atomic.Int64
+	var errOnce sync.Once
+	sem := make(chan struct{}, inflight)
+	var wg sync.WaitGroup
+	start := time.Now()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	j := 0
+loop:
+	for j < total {
+		due := int(time.Since(start).Seconds() * perSec)
+		for ; j < total && j <= due; j++ {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				break loop
+			}
+			wg.Add(1)
+			go func(j int) {
+				defer func() { <-sem; wg.Done() }()
+				u := j % len(c.users)
+				t0 := time.Now()
+				err := c.change(ctx, m, j, u)
+				st.rest.Record(time.Since(t0))
+				if err != nil {
+					errs.Add(1)
+					errOnce.Do(func() { st.firstErr = err.Error() })
+					return
+				}
+				made.Add(1)
+				expected.Add(int64(sockets[u]))
+			}(j)
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	st.took = time.Since(start)
+	wg.Wait()
+	st.made, st.errors, st.expected = made.Load(), errs.Load(), expected.Load()
+	return st
+}
+
+// change makes change j for user u: a create or an update whose title names j.
+func (c *changer) change(ctx context.Context, m *measure, j, u int) error {
+	c.mu.Lock()
+	id := c.todo[u]
+	k := c.count[u]
+	c.count[u]++
+	c.mu.Unlock()
+	update := id != "" && (c.mode == "update" || c.mode == "mixed" && k%2 == 1)
+	title := "bench " + m.tag + " " + strconv.Itoa(j)
+	base := c.httpURL[j%len(c.httpURL)]
+	var req *http.Request
+	var err error
+	if update {
+		req, err = http.NewRequestWithContext(ctx, http.MethodPut, base+"/api/todos/"+id, bytes.NewReader(fmt.Appendf(nil, `{"title":%q}`, title)))
+	} else {
+		req, err = http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/todos", bytes.NewReader(fmt.Appendf(nil, `{"title":%q,"description":"made by the load tool"}`, title)))
+	}
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.users[u].Token)
+	req.Header.Set("Content-Type", "application/json")
+	m.starts[j].Store(since())
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("%s %s: %s %s", req.Method, req.URL.Path, resp.Status, bytes.TrimSpace(body))
+	}
+	if !update {
+		var t struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(body, &t) == nil && t.ID != "" {
+			c.mu.Lock()
+			c.todo[u] = t.ID
+			c.mu.Unlock()
+		}
+	}
+	return nil
+}
