@@ -35,3 +35,26 @@ cluster-stop:
 
 cluster-status:
 	deploy/cluster.sh status
+
+# The web console in a real browser (e2e/console.test.mjs): Debian's Chromium
+# (/usr/bin/chromium, or CHROMIUM_PATH) driven by playwright-core against a
+# server the test builds and starts. Without Chromium it is skipped and says
+# why; in CI (CI set) it fails. Writes docs/console.png.
+.PHONY: e2e
+e2e:
+	test -d e2e/node_modules/playwright-core || npm ci --prefix e2e --no-audit --no-fund
+	node --test e2e/
+
+# Benchmarks (bench/README.md). `make bench` starts a cluster with deploy/cluster.sh,
+# runs the load tool's standard shapes against it and prints the results table (about
+# 6 minutes; SHAPES=a,c or LOAD_FLAGS=... to narrow it). `make bench-go` runs the Go
+# benchmarks once each, as a smoke test (CI); BENCHTIME=2s for numbers.
+BENCHTIME ?= 1x
+BENCH_PKGS = ./realtime/ ./store/ ./app/ ./app/auth/
+
+.PHONY: bench bench-go
+bench:
+	bench/run.sh
+
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchtime=$(BENCHTIME) -benchmem $(BENCH_PKGS)

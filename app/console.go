@@ -180,12 +180,14 @@ func (s *Server) devToken(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	// Taken before the token is signed: never later than its exp.
+	expires := time.Now().Add(devTokenTTL).UTC().Truncate(time.Second)
 	tok, err := s.issuer.Token(u, devTokenTTL)
 	if err != nil {
 		return err
 	}
 	s.log.Info("dev token issued", slog.String("user_id", u.ID))
-	return c.JSON(DevToken{Token: tok, ExpiresAt: time.Now().Add(devTokenTTL).UTC().Truncate(time.Second), User: u})
+	return c.JSON(DevToken{Token: tok, ExpiresAt: expires, User: u})
 }
 
 // devUser validates the dev sign-in's email and name; the name defaults to

@@ -1,14 +1,15 @@
 package app
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"testing"
 )
 
-// get sends a GET or HEAD without credentials and returns the response,
+// consoleGet sends a GET or HEAD without credentials and returns the response,
 // its body read and closed.
-func get(t testing.TB, method, url string, header map[string]string) (*http.Response, string) {
+func consoleGet(t testing.TB, method, url string, header map[string]string) (*http.Response, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, nil)
 	if err != nil {
@@ -22,18 +23,18 @@ func get(t testing.TB, method, url string, header map[string]string) (*http.Resp
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var b strings.Builder
-	if _, err := io_Copy(&b, resp); err != nil {
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return resp, b.String()
+	return resp, string(body)
 }
 
 func TestConsoleFiles(t *testing.T) {
 	ts := startServer(t, "sqlite", nil)
 
 	t.Run("IndexHasCSP", func(t *testing.T) {
-		resp, body := get(t, http.MethodGet, ts.URL+"/", nil)
+		resp, body := consoleGet(t, http.MethodGet, ts.URL+"/", nil)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("GET /: got %d, want 200: %s", resp.StatusCode, body)
 		}
@@ -71,7 +72,7 @@ func TestConsoleFiles(t *testing.T) {
 			{"/style.css", "text/css; charset=utf-8", ".console"},
 			{"/favicon.svg", "image/svg+xml", "<svg"},
 		} {
-			resp, body := get(t, http.MethodGet, ts.URL+tc.path, nil)
+			resp, body := consoleGet(t, http.MethodGet, ts.URL+tc.path, nil)
 			if resp.StatusCode != http.StatusOK {
 				t.Errorf("GET %s: got %d, want 200", tc.path, resp.StatusCode)
 				continue
@@ -86,23 +87,23 @@ func TestConsoleFiles(t *testing.T) {
 	})
 
 	t.Run("NotModified", func(t *testing.T) {
-		resp, _ := get(t, http.MethodHead, ts.URL+"/app.js", nil)
+		resp, _ := consoleGet(t, http.MethodHead, ts.URL+"/app.js", nil)
 		etag := resp.Header.Get("ETag")
 		if etag == "" {
 			t.Fatal("no ETag")
 		}
-		resp, body := get(t, http.MethodGet, ts.URL+"/app.js", map[string]string{"If-None-Match": etag})
+		resp, body := consoleGet(t, http.MethodGet, ts.URL+"/app.js", map[string]string{"If-None-Match": etag})
 		if resp.StatusCode != http.StatusNotModified || body != "" {
 			t.Errorf("If-None-Match %s: got %d with %d bytes, want 304 and none", etag, resp.StatusCode, len(body))
 		}
-		resp, _ = get(t, http.MethodGet, ts.URL+"/app.js", map[string]string{"If-None-Match": `"stale"`})
+		resp, _ = consoleGet(t, http.MethodGet, ts.URL+"/app.js", map[string]string{"If-None-Match": `"stale"`})
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("stale ETag: got %d, want 200", resp.StatusCode)
 		}
 	})
 
 	t.Run("UnknownFileNotFound", func(t *testing.T) {
-		resp, body := get(t, http.MethodGet, ts.URL+"/nope.js", nil)
+		resp, body := consoleGet(t, http.MethodGet, ts.URL+"/nope.js", nil)
 		if resp.StatusCode != http.StatusNotFound {
 			t.Errorf("GET /nope.js: got %d, want 404: %s", resp.StatusCode, body)
 		}
@@ -187,7 +188,7 @@ func TestConsoleDevToken(t *testing.T) {
 	})
 
 	t.Run("IndexSaysDev", func(t *testing.T) {
-		_, body := get(t, http.MethodGet, ts.URL+"/", nil)
+		_, body := consoleGet(t, http.MethodGet, ts.URL+"/", nil)
 		if !strings.Contains(body, `<meta name="evo-sign-in" content="dev">`) {
 			t.Error(`want sign-in mode "dev"`)
 		}

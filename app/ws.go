@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/url"
 	"slices"
 	"time"
 
@@ -66,13 +67,13 @@ func (e *events) LastSeq(ctx context.Context, user string) (int64, error) {
 }
 
 // wsAuthenticate runs before the upgrade: the Origin (when sent) must be one
-// of CORS_ORIGINS, and the token (Authorization header, or ?token= for
+// of CORS_ORIGINS or the server's own, and the token (Authorization header, or ?token= for
 // browsers) must be valid. Failures are plain HTTP answers: 403, 401, 503.
 func (s *Server) wsAuthenticate(c *fiber.Ctx) error {
 	if !websocket.IsWebSocketUpgrade(c) {
 		return fiber.NewError(fiber.StatusUpgradeRequired, "GET /ws must be a WebSocket upgrade")
 	}
-	if origin := c.Get(fiber.HeaderOrigin); origin != "" && !slices.Contains(s.cfg.CORSOrigins, origin) {
+	if origin := c.Get(fiber.HeaderOrigin); origin != "" && !slices.Contains(s.cfg.CORSOrigins, origin) && !sameOrigin(c, origin) {
 		return store.Errorf(store.CodeForbidden, "origin %q is not allowed (CORS_ORIGINS)", origin)
 	}
 	token := c.Query("token")
@@ -91,6 +92,13 @@ func (s *Server) wsAuthenticate(c *fiber.Ctx) error {
 	c.Locals(userKey, utils.CopyString(claims.UserID))
 	c.Locals(expiresKey, claims.Expires)
 	return c.Next()
+}
+
+// sameOrigin reports whether origin is this server's own (the console it
+// serves), the usual same-host check.
+func sameOrigin(c *fiber.Ctx, origin string) bool {
+	u, err := url.Parse(origin)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host == string(c.Request().Host())
 }
 
 // wsServe runs one socket for its whole life (contrib/websocket pools the

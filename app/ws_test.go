@@ -204,6 +204,8 @@ func TestWSUpgradeAuth(t *testing.T) {
 		{"BadToken", "?token=abc.def.ghi", nil, http.StatusUnauthorized},
 		{"BadOrigin", "?token=" + tok, http.Header{"Origin": {"http://evil.example"}}, http.StatusForbidden},
 		{"QueryToken", "?token=" + tok, http.Header{"Origin": {"http://app.example"}}, http.StatusSwitchingProtocols},
+		{"SameOrigin", "?token=" + tok, http.Header{"Origin": {ts.URL}}, http.StatusSwitchingProtocols},
+		{"SameHostOtherScheme", "?token=" + tok, http.Header{"Origin": {"ftp" + strings.TrimPrefix(ts.URL, "http")}}, http.StatusForbidden},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -59,6 +59,14 @@ function freePort() {
 
 const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 
+async function until(cond, what, ms = WAIT.timeout) {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
 // Server is one Evo process on a fixed port and data directory, so that it
 // can be stopped and started again as the same server.
 class Server {
@@ -196,7 +204,7 @@ test('console: sign in, live todos in two tabs, chat, reconnect, history', { ski
 
   const tab2 = await browser.newPage();
   watch(tab2, 'tab 2');
-  const title = `Water the plants ${Date.now().toString(36)}`;
+  const title = 'Water the plants'; // a fresh DATA_DIR: no earlier todo has it
 
   await t.test('a todo added in tab 1 appears in tab 2', async () => {
     await tab2.goto(server.url); // signed in: the session is in localStorage
@@ -249,6 +257,24 @@ test('console: sign in, live todos in two tabs, chat, reconnect, history', { ski
     await tab2.locator('#chat-log .msg', { hasText: message }).locator('.msg-agent[aria-busy="false"]').waitFor(WAIT);
   });
 
+  await t.test('a token refreshed in tab 2 is sent on tab 1\'s socket (auth frame)', async () => {
+    const acks = () => frames.filter((f) => f.type === 'auth.ok').length;
+    const before = acks();
+    await sleep(1100); // exp has whole seconds: the new token must outlive the old
+    // What tab 2 does a minute before its token expires, done now.
+    await tab2.evaluate(async () => {
+      const s = JSON.parse(localStorage.getItem('evo.console.session'));
+      const res = await fetch('/api/dev/token', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ email: s.email, name: s.name }),
+      });
+      const { token, expires_at: exp } = await res.json();
+      localStorage.setItem('evo.console.session', JSON.stringify({ ...s, token, exp: Date.parse(exp) }));
+    });
+    await until(() => acks() > before, 'an auth.ok frame on tab 1');
+  });
+
   await t.test('reconnects and resumes after the server restarts', async () => {
     serverDown = true;
     await server.stop();
@@ -298,6 +324,7 @@ test('console: sign in, live todos in two tabs, chat, reconnect, history', { ski
     await tab1.getByLabel('Message').press('Enter');
     await tab1.locator('#chat-log .msg', { hasText: 'what is left?' }).locator('.msg-agent[aria-busy="false"]').waitFor(WAIT);
     await tab1.evaluate(() => document.activeElement?.blur());
+    await tab1.setViewportSize({ width: 1200, height: 660 });
     await sleep(1300); // let the highlight of changed todos fade
     await tab1.screenshot({ path: SCREENSHOT });
     const size = statSync(SCREENSHOT).size;

@@ -238,6 +238,7 @@ function signOut() {
   state.session = null;
   state.todos.clear();
   state.seq = null;
+  state.attempt = state.failedOpens = 0;
   chat.entries.clear();
   chat.running.clear();
   chat.oldest = null;
@@ -313,14 +314,18 @@ function onTodoEvent(ev) {
   if (gap) guard(loadTodos)(); // the server promises none; repair anyway
 }
 
+// setTodo shows a todo a REST call returned, unless an event already
+// brought a later version.
 function setTodo(t) {
-  state.todos.set(t.id, t);
+  const had = state.todos.get(t.id);
+  if (!had || Date.parse(had.updated_at) <= Date.parse(t.updated_at)) state.todos.set(t.id, t);
   renderTodos();
 }
 
+// sortedTodos is the list as the API orders it: newest first.
 function sortedTodos() {
-  return [...state.todos.values()].sort((a, b) =>
-    a.created_at === b.created_at ? (a.id < b.id ? 1 : -1) : a.created_at < b.created_at ? 1 : -1,
+  return [...state.todos.values()].sort(
+    (a, b) => Date.parse(b.created_at) - Date.parse(a.created_at) || (a.id < b.id ? 1 : -1),
   );
 }
 
@@ -741,7 +746,8 @@ async function loadChat(before) {
     for (const m of oldestFirst) showStored(m, chat.entries.get(m.id) ?? claimRun(m));
     scrollChat();
   }
-  if (oldestFirst.length && (!chat.oldest || oldestFirst[0].created_at < chat.oldest)) chat.oldest = oldestFirst[0].created_at;
+  const first = oldestFirst[0]?.created_at;
+  if (first && (!chat.oldest || Date.parse(first) < Date.parse(chat.oldest))) chat.oldest = first;
   if (!before || page.length < CHAT_PAGE) el.chatMore.hidden = page.length < CHAT_PAGE;
   el.chatEmpty.hidden = chat.entries.size > 0;
   updateChatControls();
