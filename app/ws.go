@@ -73,6 +73,10 @@ func (s *Server) wsAuthenticate(c *fiber.Ctx) error {
 	if !websocket.IsWebSocketUpgrade(c) {
 		return fiber.NewError(fiber.StatusUpgradeRequired, "GET /ws must be a WebSocket upgrade")
 	}
+	if s.stopping.Load() {
+		// A socket accepted now would be closed with 1001 at once.
+		return store.Errorf(store.CodeUnavailable, "server is shutting down: reconnect")
+	}
 	if origin := c.Get(fiber.HeaderOrigin); origin != "" && !slices.Contains(s.cfg.CORSOrigins, origin) && !sameOrigin(c, origin) {
 		return store.Errorf(store.CodeForbidden, "origin %q is not allowed (CORS_ORIGINS)", origin)
 	}

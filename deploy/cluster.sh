@@ -19,15 +19,17 @@
 #   EVO_BIN               run this binary instead of building one
 #   CLUSTER_STOP_TIMEOUT  seconds between SIGTERM and SIGKILL on stop (default 20)
 # Every other Evo variable (SHUTDOWN_TIMEOUT, WS_*, LLM_*, ...) is passed on
-# to the replicas as it is. While any part of a cluster runs, `start` keeps
+# to the replicas as it is; CORS_ORIGINS defaults to http://localhost:3000
+# plus the balancer's URL. While any part of a cluster runs, `start` keeps
 # the ports and URLs it was started with (saved in $CLUSTER_DIR/cluster.env).
+# SC2016: '${VAR}' and '$$' in single quotes are meant literally.
+# SC1090: the sourced file is $CLUSTER_DIR/cluster.env, written below.
+# shellcheck disable=SC2016,SC1090
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 template=$repo/deploy/nginx/evo.conf.template
-dir=${CLUSTER_DIR:-$repo/.cluster}
-mkdir -p "$dir"
-dir=$(cd "$dir" && pwd -P)
+dir=$(realpath -m "${CLUSTER_DIR:-$repo/.cluster}") # absolute, symlinks resolved (as /proc shows cwd)
 settings=$dir/cluster.env
 ngx=$dir/nginx
 components=(evo1 evo2 nginx)
@@ -68,7 +70,7 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # http_status PORT PATH prints the HTTP status of GET PATH (000: no answer).
 http_status() {
 	local line
-	if ! exec 3<>"/dev/tcp/127.0.0.1/$1" 2>/dev/null; then
+	if ! { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null; then
 		echo 000
 		return
 	fi
@@ -99,7 +101,6 @@ load_settings() {
 	local c
 	for c in "${components[@]}"; do
 		if running "$c" && [[ -s $settings ]]; then
-			# shellcheck disable=SC1090
 			. "$settings"
 			return
 		fi
@@ -203,8 +204,8 @@ spawn() {
 		exec setsid bash -c 'echo $$ >"$0"; exec "$@"' "$dir/$name.pid" "$@" \
 			</dev/null >>"$dir/$name.log" 2>&1
 	) &
-	local i
-	for i in $(seq 50); do
+	local _
+	for _ in $(seq 50); do
 		[[ -s $dir/$name.pid ]] && return
 		sleep 0.02
 	done
@@ -221,10 +222,11 @@ start_replica() {
 	rm -f "$dir/$name.pid"
 	(
 		set -a
-		# shellcheck disable=SC1090
 		. "$settings"
 		set +a
 		export HOST=127.0.0.1 PORT=$port
+		# The console served through nginx opens its socket from PUBLIC_URL.
+		export CORS_ORIGINS=${CORS_ORIGINS:-http://localhost:3000,$PUBLIC_URL}
 		spawn "$name" "$bin" serve
 	)
 }
@@ -244,11 +246,20 @@ build() {
 
 cmd_start() {
 	local t0=$SECONDS
+	mkdir -p "$dir"
 	load_settings
 	if running evo1 && running evo2 && running nginx; then
 		log "already running"
 	else
 		nginx_bin >/dev/null
+		# Ports first: a busy one fails fast, before the build.
+		local c port var
+		for c in evo1:$EVO_PORT_1:EVO_PORT_1 evo2:$EVO_PORT_2:EVO_PORT_2 nginx:$NGINX_PORT:NGINX_PORT; do
+			IFS=: read -r c port var <<<"$c"
+			if ! running "$c" && port_busy "$port"; then
+				die "port $port is in use: choose another ($var)"
+			fi
+		done
 		build
 		mkdir -p "$dir/data"
 		# evo1 first: it creates the shared dev signing key (and runs the
@@ -273,6 +284,10 @@ cmd_start() {
 	fi
 	wait_ready nginx "$NGINX_PORT" /ready 30
 	log "ready in $((SECONDS - t0))s: http://localhost:$NGINX_PORT (replicas 127.0.0.1:$EVO_PORT_1, 127.0.0.1:$EVO_PORT_2; logs in $dir)"
+	if [[ -n ${BETTER_AUTH_URL:-} || ${ENVIRONMENT:-} == production ]]; then
+		log "tokens come from Better Auth (BETTER_AUTH_URL); the dev issuer is off"
+		return
+	fi
 	local b=${EVO_BIN:-$dir/evo}
 	cat >&2 <<EOF
 cluster: a dev token (valid on both replicas):
@@ -287,10 +302,11 @@ EOF
 # stop_pids SIG TIMEOUT PID...: signal, wait up to TIMEOUT seconds, SIGKILL
 # whatever is left (with its children: nginx workers).
 stop_pids() {
-	local sig=$1 timeout=$2 pid deadline kids=()
+	local sig=$1 timeout=$2 pid deadline kids=() more
 	shift 2
 	for pid in "$@"; do
-		kids+=($(ps -o pid= --ppid "$pid" 2>/dev/null || true))
+		read -r -a more <<<"$(ps -o pid= --ppid "$pid" 2>/dev/null | tr '\n' ' ')"
+		kids+=("${more[@]}")
 		kill "-$sig" "$pid" 2>/dev/null || true
 	done
 	deadline=$((SECONDS + timeout))
@@ -302,7 +318,7 @@ stop_pids() {
 		fi
 	done
 	for pid in "${kids[@]}"; do
-		alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
+		if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
 	done
 }
 

@@ -63,6 +63,19 @@ func TestCluster(t *testing.T) {
 		}
 	}
 
+	// The Origin header reaches the replicas: the balancer's own origin (the
+	// console at /) may open a socket, another site may not.
+	for origin, want := range map[string]int{"http://localhost:" + strconv.Itoa(c.nginxPort): http.StatusSwitchingProtocols, "http://evil.example": http.StatusForbidden} {
+		h := http.Header{"Authorization": {"Bearer " + tok}, "Origin": {origin}}
+		ws, resp, _ := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(lb, "http")+"/ws", h)
+		if ws != nil {
+			ws.Close()
+		}
+		if resp == nil || resp.StatusCode != want {
+			t.Fatalf("/ws through nginx with Origin %s: got %v, want %d", origin, resp, want)
+		}
+	}
+
 	// Sockets: one directly on each replica, four through nginx. nginx (one
 	// worker, round robin) puts consecutive sockets on alternate replicas.
 	d1, d2 := dial(t, r1, tok, 0), dial(t, r2, tok, 0)
@@ -114,11 +127,21 @@ func TestCluster(t *testing.T) {
 	closed := time.Since(term)
 	waitGone(t, pid, 15*time.Second)
 	exited := time.Since(term)
-	time.Sleep(200 * time.Millisecond) // the 1001s went out before the exit: let readers see them
+	// The 1001s went out before the exit; wait until the readers have seen
+	// them (no new one for 300ms).
 	var moved []*follower
-	for _, f := range lbs {
-		if f.goingAway() {
-			moved = append(moved, f)
+	for stable, deadline := time.Now(), time.Now().Add(5*time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		var away []*follower
+		for _, f := range lbs {
+			if f.goingAway() {
+				away = append(away, f)
+			}
+		}
+		if len(away) != len(moved) {
+			moved, stable = away, time.Now()
+		}
+		if len(moved) > 0 && time.Since(stable) > 300*time.Millisecond {
+			break
 		}
 	}
 	if len(moved) == 0 {
@@ -146,6 +169,9 @@ func TestCluster(t *testing.T) {
 	for _, f := range lbs {
 		f.release()
 	}
+	for _, f := range moved {
+		f.waitReconnected(t)
+	}
 	create(lb, "after failover")
 	create(lb, "after failover 2")
 	for _, f := range lbs {
@@ -164,8 +190,8 @@ func TestCluster(t *testing.T) {
 	}
 	for _, f := range moved {
 		r := f.stats()
-		t.Logf("%s: reconnected through nginx %v after its 1001 (%d attempts), replayed %d",
-			f.name, r.took.Round(100*time.Microsecond), r.attempts, r.replayed)
+		t.Logf("%s: reconnected through nginx %v after its 1001 (attempts: %d, failed: %q), replayed %d",
+			f.name, r.took.Round(100*time.Microsecond), r.attempts, r.failures, r.replayed)
 		if f.held && r.replayed != int(outageEnd-outageStart+1) {
 			t.Errorf("%s: resume replayed %d events, want the %d made during the outage", f.name, r.replayed, outageEnd-outageStart+1)
 		}
@@ -572,6 +598,7 @@ func (c *conn) expectClose(code int) {
 type reconnect struct {
 	took     time.Duration // from the 1001 to resumed, excluding a held wait
 	attempts int
+	failures []string // why the attempts before the last one failed
 	replayed int
 }
 
@@ -655,6 +682,7 @@ func (f *follower) run() {
 // nginx may still pick the stopping replica, which accepts and closes again.
 func (f *follower) reconnect() error {
 	start := time.Now()
+	var failures []string
 	for attempt := 1; ; attempt++ {
 		f.mu.Lock()
 		last := int64(len(f.seqs))
@@ -666,7 +694,7 @@ func (f *follower) reconnect() error {
 			}
 			f.mu.Lock()
 			f.ws = ws
-			f.rec = reconnect{took: time.Since(start), attempts: attempt, replayed: len(replayed)}
+			f.rec = reconnect{took: time.Since(start), attempts: attempt, failures: failures, replayed: len(replayed)}
 			if f.stopped {
 				ws.Close()
 			}
@@ -676,6 +704,7 @@ func (f *follower) reconnect() error {
 		if time.Since(start) > 15*time.Second {
 			return fmt.Errorf("reconnect: %d attempts in %v, last: %w", attempt, time.Since(start), err)
 		}
+		failures = append(failures, err.Error())
 		time.Sleep(50 * time.Millisecond)
 	}
 }
@@ -718,6 +747,24 @@ func (f *follower) release() {
 	case <-f.released:
 	default:
 		close(f.released)
+	}
+}
+
+// waitReconnected waits until the follower resumed on a new socket.
+func (f *follower) waitReconnected(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for f.stats().attempts == 0 {
+		f.mu.Lock()
+		err := f.err
+		f.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reconnected after 15s", f.name)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -52,27 +52,39 @@ func LoadIssuer(url, path string) (*Issuer, error) {
 	return newIssuer(url, ed25519.NewKeyFromSeed(data))
 }
 
-// createSeed writes a new Ed25519 seed to path unless the file exists.
-// O_EXCL: when two processes race, one writes and both read its key.
+// createSeed writes a new Ed25519 seed to path unless the file exists. The
+// seed is written to a temporary file first and linked into place, which
+// fails if path exists: processes starting together (replicas sharing
+// DATA_DIR) all end up reading the one complete key.
 func createSeed(path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return nil
-	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".dev-signing-key-*")
 	if err != nil {
 		return err
 	}
+	defer os.Remove(f.Name())
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err == nil {
 		_, err = f.Write(priv.Seed())
 	}
+	if err == nil {
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	if err := os.Link(f.Name(), path); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return nil
 }
 
 func newIssuer(url string, priv ed25519.PrivateKey) (*Issuer, error) {
