@@ -102,6 +102,9 @@ type Config struct {
 	ToolTimeout time.Duration
 	// SystemPrompt replaces the default SystemPrompt.
 	SystemPrompt string
+	// Metrics receives the runner's counts (model calls, tokens, tool calls).
+	// Default: none.
+	Metrics Metrics
 }
 
 func (c Config) withDefaults() Config {
@@ -116,6 +119,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SystemPrompt == "" {
 		c.SystemPrompt = SystemPrompt
+	}
+	if c.Metrics == nil {
+		c.Metrics = nopMetrics{}
 	}
 	return c
 }
@@ -177,7 +183,7 @@ func (r *Runner) Run(ctx context.Context, req Request, sink Sink) (Reply, error)
 	msgs = append(msgs, llms.TextParts(llms.ChatMessageTypeHuman, req.Message))
 
 	var reply Reply
-	out := &textOut{sink: sink, reply: &reply}
+	out := &textOut{sink: sink, reply: &reply, metrics: r.cfg.Metrics}
 	for {
 		reply.Steps++
 		choice, err := r.generate(ctx, msgs, out)
@@ -217,10 +223,12 @@ func (r *Runner) Run(ctx context.Context, req Request, sink Sink) (Reply, error)
 }
 
 // generate makes one model call, streaming its text to out.
-func (r *Runner) generate(ctx context.Context, msgs []llms.MessageContent, out *textOut) (*llms.ContentChoice, error) {
+func (r *Runner) generate(ctx context.Context, msgs []llms.MessageContent, out *textOut) (_ *llms.ContentChoice, err error) {
 	callCtx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
 	out.startStep()
+	start := time.Now()
+	defer func() { r.cfg.Metrics.ModelCall(time.Since(start), err) }()
 	resp, err := r.model.GenerateContent(callCtx, msgs,
 		llms.WithTools(r.llm),
 		llms.WithStreamingFunc(func(_ context.Context, chunk []byte) error {
@@ -266,11 +274,15 @@ func (r *Runner) runTool(ctx context.Context, user string, c llms.ToolCall) (Too
 	}
 	tool, ok := r.tools[name]
 	if !ok {
-		return fail(store.Errorf(store.CodeInvalid, "there is no tool %q; the tools are %s", name, r.toolNames()))
+		err := store.Errorf(store.CodeInvalid, "there is no tool %q; the tools are %s", name, r.toolNames())
+		r.cfg.Metrics.ToolCall("unknown", 0, err)
+		return fail(err)
 	}
 	tctx, cancel := context.WithTimeout(ctx, r.cfg.ToolTimeout)
 	defer cancel()
+	start := time.Now()
 	res, err := tool.Run(tctx, user, json.RawMessage(args))
+	r.cfg.Metrics.ToolCall(name, time.Since(start), err)
 	if err != nil {
 		if code := store.ErrorCode(err); code == store.CodeInternal || code == store.CodeUnavailable {
 			r.log.Warn("chat tool failed", slog.String("tool", name), slog.String("user_id", user), slog.Any("error", err))
@@ -379,6 +391,7 @@ func isToolCallChunk(chunk []byte) bool {
 type textOut struct {
 	sink     Sink
 	reply    *Reply
+	metrics  Metrics
 	streamed bool // text came in the current step
 }
 
@@ -395,6 +408,7 @@ func (o *textOut) token(s string) {
 	o.streamed = true
 	o.reply.Text += s
 	o.sink.Token(s)
+	o.metrics.Token()
 }
 
 // say streams a message of the runner's own, word by word.

@@ -252,6 +252,16 @@ func (Builtin) GenerateContent(ctx context.Context, messages []llms.MessageConte
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
+			// A word that reads like langchaingo's tool-call JSON (a task titled
+			// {"name":..,"arguments":..}) would be taken for one by the runner and
+			// dropped: send its first byte apart.
+			if isToolCallChunk([]byte(w)) {
+				i := len(w) - len(strings.TrimLeftFunc(w, unicode.IsSpace)) + 1
+				if err := opts.StreamingFunc(ctx, []byte(w[:i])); err != nil {
+					return nil, err
+				}
+				w = w[i:]
+			}
 			if err := opts.StreamingFunc(ctx, []byte(w)); err != nil {
 				return nil, err
 			}

@@ -17,9 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/go-redis/redis_rate/v10"
 	"github.com/gofiber/fiber/v2"
-	"golang.org/x/time/rate"
 
 	"github.com/evotodo/evo/agent"
 	"github.com/evotodo/evo/realtime"
@@ -66,7 +64,7 @@ const (
 // limiter and the chats running here (for cancel).
 type chatService struct {
 	runner  *agent.Runner
-	limiter chatLimiter
+	limiter *userLimit // CHAT_RATE_LIMIT (ratelimit.go)
 
 	mu      sync.Mutex
 	running map[chatKey]*chatRun
@@ -183,11 +181,9 @@ func newChatService(s *Server, model agent.Model) *chatService {
 		MaxSteps:    s.cfg.ChatMaxSteps,
 		Timeout:     s.cfg.LLMTimeout,
 		ToolTimeout: s.cfg.RequestTimeout,
+		Metrics:     s.metrics,
 	}, s.log)
-	var limiter chatLimiter = newMemoryLimiter(s.cfg.ChatRateLimit)
-	if s.redis != nil {
-		limiter = &redisLimiter{l: redis_rate.NewLimiter(s.redis), limit: redis_rate.PerMinute(s.cfg.ChatRateLimit), log: s.log}
-	}
+	limiter := newUserLimit(s, surfaceChat, "chat messages", s.cfg.ChatRateLimit)
 	return &chatService{runner: runner, limiter: limiter, running: map[chatKey]*chatRun{}}
 }
 
@@ -275,6 +271,7 @@ func (s *Server) runChat(run *chatRun) {
 		reply.Text = ""
 		run.err = err
 	}
+	s.metrics.chatRun(status, time.Since(run.created))
 	calls := reply.ToolCalls
 	if calls == nil {
 		calls = []agent.ToolCall{}
@@ -413,13 +410,16 @@ func (s *Server) streamChat(c *fiber.Ctx, run *chatRun) {
 	c.Set(fiber.HeaderCacheControl, "no-cache")
 	c.Set("X-Accel-Buffering", "no")
 	// fasthttp's write deadline (WriteTimeout) starts before the body is
-	// streamed; each flush extends it instead, so only a stalled client is
-	// cut off.
+	// streamed; each round of writes extends it instead, so only a stalled
+	// client is cut off. It is extended before the frames are written: a
+	// frame larger than w's buffer goes out at once, and the wait for it may
+	// have outlasted the previous deadline.
 	conn, q, grace := c.Context().Conn(), run.stream, s.cfg.RequestTimeout
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
 		defer q.abandon()
 		for {
 			frames, open := q.wait(sseKeepAlive)
+			_ = conn.SetWriteDeadline(time.Now().Add(grace))
 			if len(frames) == 0 && open {
 				w.WriteString(": keep-alive\n\n")
 			}
@@ -428,7 +428,6 @@ func (s *Server) streamChat(c *fiber.Ctx, run *chatRun) {
 				w.Write(f.data)
 				w.WriteString("\n\n")
 			}
-			_ = conn.SetWriteDeadline(time.Now().Add(grace))
 			if err := w.Flush(); err != nil || !open {
 				return
 			}
@@ -500,74 +499,6 @@ func (s *Server) wsCancel(c *realtime.Client, raw []byte) {
 func chatErrorFrame(id, code, message string) []byte {
 	data, _ := json.Marshal(chatFrame{Type: "chat.error", ID: id, Code: code, Message: message})
 	return data
-}
-
-// chatLimiter is the per-user rate limit on chat messages.
-type chatLimiter interface {
-	// allow takes one message from user's allowance; a rate_limited error
-	// comes with how long to wait.
-	allow(ctx context.Context, user string) (time.Duration, error)
-}
-
-func rateLimited(perMinute int, retry time.Duration) error {
-	return store.Errorf(store.CodeRateLimited, "too many chat messages: at most %d a minute; try again in %ds",
-		perMinute, int(math.Ceil(retry.Seconds())))
-}
-
-// redisLimiter counts in Redis (GCRA, go-redis/redis_rate), shared by
-// every replica. If Redis fails it lets the message through: the limit
-// protects the model, Redis trouble should not stop the chat.
-type redisLimiter struct {
-	l     *redis_rate.Limiter
-	limit redis_rate.Limit
-	log   *slog.Logger
-}
-
-func (r *redisLimiter) allow(ctx context.Context, user string) (time.Duration, error) {
-	res, err := r.l.Allow(ctx, "evo:chat:"+user, r.limit)
-	switch {
-	case err != nil:
-		r.log.Warn("chat rate limit: redis failed, message let through", slog.Any("error", err))
-		return 0, nil
-	case res.Allowed == 0:
-		return res.RetryAfter, rateLimited(r.limit.Rate, res.RetryAfter)
-	}
-	return 0, nil
-}
-
-// memoryLimiter is a token bucket per user, for one replica.
-type memoryLimiter struct {
-	perMinute int
-	mu        sync.Mutex
-	users     map[string]*rate.Limiter
-}
-
-func newMemoryLimiter(perMinute int) *memoryLimiter {
-	return &memoryLimiter{perMinute: perMinute, users: map[string]*rate.Limiter{}}
-}
-
-func (m *memoryLimiter) allow(_ context.Context, user string) (time.Duration, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	now := time.Now()
-	if len(m.users) >= 10000 { // forget users whose bucket refilled
-		for u, l := range m.users {
-			if l.TokensAt(now) >= float64(m.perMinute) {
-				delete(m.users, u)
-			}
-		}
-	}
-	l, ok := m.users[user]
-	if !ok {
-		l = rate.NewLimiter(rate.Every(time.Minute/time.Duration(m.perMinute)), m.perMinute)
-		m.users[user] = l
-	}
-	r := l.ReserveN(now, 1)
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return d, rateLimited(m.perMinute, d)
-	}
-	return 0, nil
 }
 
 // sseFrame is a frame queued for an SSE response.

@@ -127,6 +127,19 @@ type Config struct {
 	// (bursts up to it), counted across replicas in Redis when REDIS_URL is
 	// set, else per replica. Default 20.
 	ChatRateLimit int `env:"CHAT_RATE_LIMIT" envDefault:"20"`
+
+	// ---- Operations: the REST write limit and /metrics (validated by
+	// validateOps).
+
+	// RateLimitWrites is RATE_LIMIT_WRITES: REST writes (POST, PUT, PATCH
+	// and DELETE on /api/todos) per user per minute (bursts up to it),
+	// counted across replicas in Redis when REDIS_URL is set, else per
+	// replica. Default 120.
+	RateLimitWrites int `env:"RATE_LIMIT_WRITES" envDefault:"120"`
+	// MetricsToken is METRICS_TOKEN: when set, GET /metrics requires
+	// "Authorization: Bearer <METRICS_TOKEN>". Empty (default): /metrics is
+	// open to whoever reaches the port. Never logged.
+	MetricsToken string `env:"METRICS_TOKEN"`
 }
 
 // Production reports whether ENVIRONMENT is production.
@@ -269,6 +282,7 @@ func (c *Config) validate() error {
 		c.DataDir = filepath.Clean(c.DataDir)
 	}
 	errs = append(errs, c.validateChat()...)
+	errs = append(errs, c.validateOps()...)
 	return errors.Join(errs...)
 }
 
@@ -320,6 +334,18 @@ func (c *Config) validateChat() []error {
 	}
 	if c.ChatRateLimit <= 0 {
 		bad("CHAT_RATE_LIMIT", "must be positive, got %d", c.ChatRateLimit)
+	}
+	return errs
+}
+
+// validateOps checks RATE_LIMIT_WRITES and METRICS_TOKEN.
+func (c *Config) validateOps() []error {
+	var errs []error
+	if c.RateLimitWrites <= 0 {
+		errs = append(errs, fmt.Errorf("RATE_LIMIT_WRITES: must be positive, got %d", c.RateLimitWrites))
+	}
+	if c.MetricsToken != "" && (len(c.MetricsToken) < 16 || strings.ContainsAny(c.MetricsToken, " \t\r\n")) {
+		errs = append(errs, errors.New("METRICS_TOKEN: must be at least 16 characters with no spaces (a random string)"))
 	}
 	return errs
 }

@@ -44,7 +44,8 @@ import (
 // API: no or an invalid token is a 401 JSON error, an unreachable JWKS a
 // 503; the token's user is the one the tools act for.
 func (s *Server) mountMCP(app *fiber.App) {
-	mcpServer := agent.NewMCPServer(loggedTools(agent.Tools(s.todos), s.log), Version)
+	mcpServer := agent.NewMCPServer(loggedTools(agent.Tools(s.todos), s.log), Version,
+		server.WithToolHandlerMiddleware(s.metrics.mcpTools))
 	h := server.NewStreamableHTTPServer(mcpServer,
 		server.WithStateLess(true),
 		server.WithDisableStreaming(true),

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/contrib/websocket"
@@ -50,7 +51,10 @@ type Server struct {
 	baseCtx  context.Context            // outlives requests; cancelled after shutdown
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // background goroutines
+	stopping atomic.Bool    // set when shutdown starts: /ready and new sockets answer 503
 	chat     *chatService   // the agent, its rate limit and running chats (chat.go)
+	writes   *userLimit     // RATE_LIMIT_WRITES (ratelimit.go)
+	metrics  *metrics       // served at /metrics (metrics.go)
 }
 
 // devIssuerURL is the dev issuer's iss and aud: PUBLIC_URL, or the
@@ -104,7 +108,7 @@ func NewServer(ctx context.Context, cfg Config, log *slog.Logger, port int) (*Se
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, db: db}
+	s := &Server{cfg: cfg, log: log, db: db, metrics: newMetrics(cfg)}
 	acfg := authConfig(cfg)
 	if cfg.DevIssuer() {
 		url := devIssuerURL(cfg, port)
@@ -123,6 +127,8 @@ func NewServer(ctx context.Context, cfg Config, log *slog.Logger, port int) (*Se
 		db.Close()
 		return nil, err
 	}
+	s.metrics.watchHub(s.hub)
+	s.writes = newUserLimit(s, surfaceWrites, "writes", cfg.RateLimitWrites)
 	s.chat = newChatService(s, model)
 	s.baseCtx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.app = s.routes()
@@ -177,6 +183,7 @@ func (s *Server) openHub(ctx context.Context) error {
 		MaxConns:        s.cfg.WSMaxConns,
 		RateLimit:       s.cfg.WSRateLimit,
 		RateBurst:       s.cfg.WSRateBurst,
+		Metrics:         s.metrics,
 	}, s.log)
 	ev.hub = s.hub
 	s.todos = store.NewTodos(s.db, ev)
@@ -226,20 +233,24 @@ func (s *Server) routes() *fiber.App {
 	}))
 
 	s.mountMCP(app)
+	s.mountMetrics(app)
+	s.mountOpenAPI(app)
 	s.mountConsole(app) // before the /api group: public files and the dev sign-in
 	api := app.Group("/api", s.withTimeout, s.authenticate)
 	api.Get("/todos", s.listTodos)
-	api.Post("/todos", s.createTodo)
+	api.Post("/todos", s.limitWrites, s.createTodo)
 	api.Get("/todos/:id", s.getTodo)
-	api.Put("/todos/:id", s.updateTodo)
-	api.Patch("/todos/:id", s.toggleTodo)
-	api.Delete("/todos/:id", s.deleteTodo)
+	api.Put("/todos/:id", s.limitWrites, s.updateTodo)
+	api.Patch("/todos/:id", s.limitWrites, s.toggleTodo)
+	api.Delete("/todos/:id", s.limitWrites, s.deleteTodo)
 	api.Post("/chat", s.postChat)
 	api.Get("/chat/:user_id", s.listChat)
+	s.metrics.routes = newRouteTable(app.GetRoutes(true))
 	return app
 }
 
-// logRequests logs one line per request, after the error handler ran.
+// logRequests logs one line per request, after the error handler ran, and
+// counts it in the metrics.
 func (s *Server) logRequests(c *fiber.Ctx) error {
 	start := time.Now()
 	err := c.Next()
@@ -253,8 +264,10 @@ func (s *Server) logRequests(c *fiber.Ctx) error {
 	if status >= 500 {
 		level = slog.LevelError
 	}
+	took := time.Since(start)
 	s.log.LogAttrs(c.UserContext(), level, "request", requestAttrs(c),
-		slog.Int("status", status), slog.Duration("took", time.Since(start)))
+		slog.Int("status", status), slog.Duration("took", took))
+	s.metrics.observeHTTP(c.Method(), c.Path(), status, took)
 	return nil
 }
 
@@ -342,6 +355,9 @@ func (s *Server) ready(c *fiber.Ctx) error {
 	defer cancel()
 	checks := fiber.Map{"database": "ok"}
 	ok := true
+	if s.stopping.Load() {
+		checks["server"], ok = "shutting down", false
+	}
 	if err := s.db.Ping(ctx); err != nil {
 		checks["database"], ok = "unreachable", false
 		s.log.Warn("readiness: database unreachable", slog.Any("error", err))
@@ -371,6 +387,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
+		s.stopping.Store(true)
 		s.log.Info("shutting down", slog.Duration("grace", s.cfg.ShutdownTimeout), slog.Int("sockets", s.hub.Conns()))
 		// Sockets first (1001: reconnect elsewhere and resume), then HTTP:
 		// hijacked connections are invisible to Fiber's shutdown.

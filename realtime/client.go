@@ -117,6 +117,7 @@ func (h *Hub) Serve(ctx context.Context, conn Conn, user string, expires time.Ti
 
 // refuse closes a socket that was never registered.
 func (h *Hub) refuse(conn Conn, code int, reason string) {
+	h.cfg.Metrics.SocketClosed(code)
 	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(h.cfg.WriteTimeout))
 }
 
@@ -242,6 +243,9 @@ func (c *Client) closeLocked(code int, reason string) {
 	c.closing.Store(true)
 	close(c.closeCh)
 	c.cancel()
+	if code != 0 {
+		c.hub.cfg.Metrics.SocketClosed(code)
+	}
 }
 
 func (c *Client) setExpiresLocked(t time.Time) {
@@ -295,6 +299,9 @@ func (c *Client) finish() {
 	if c.expiry != nil {
 		c.expiry.Stop()
 	}
+	if len(c.queue) > 0 {
+		c.hub.cfg.Metrics.FramesDropped(len(c.queue))
+	}
 	c.queue = nil
 	c.mu.Unlock()
 	c.wg.Wait()
@@ -303,10 +310,12 @@ func (c *Client) finish() {
 // enqueueLocked appends data to the send queue. A full queue closes the socket as slow.
 func (c *Client) enqueueLocked(data []byte) bool {
 	if c.closed || c.closing.Load() {
+		c.hub.cfg.Metrics.FramesDropped(1)
 		return false
 	}
 	if len(c.queue) >= c.hub.cfg.QueueSize {
 		c.log.Warn("realtime: closing slow socket", slog.Int("queued", len(c.queue)))
+		c.hub.cfg.Metrics.FramesDropped(1)
 		c.closeLocked(CloseSlowConsumer, ReasonSlowConsumer)
 		return false
 	}
@@ -340,6 +349,7 @@ func (c *Client) deliver(p Publication) {
 			c.lastSeq = p.Seq
 		}
 	default:
+		c.hub.cfg.Metrics.CatchUp(CatchUpGap)
 		c.startCatchUpLocked() // gap: the broker lost something
 	}
 }
@@ -349,6 +359,7 @@ func (c *Client) requestCatchUp() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.live { // before the seam opens, its own catch-up will read the log anyway
+		c.hub.cfg.Metrics.CatchUp(CatchUpResubscribed)
 		c.startCatchUpLocked()
 	}
 }
@@ -381,23 +392,26 @@ func (c *Client) openSeamDefault() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.live && c.greeted && !c.closed {
+		c.hub.cfg.Metrics.CatchUp(CatchUpConnect)
 		c.openSeamLocked(c.helloSeq, nil)
 	}
 }
 
 // handleResume answers {"type":"resume","since":S}.
 func (c *Client) handleResume(raw json.RawMessage) {
-	var since int64
-	if len(raw) == 0 || json.Unmarshal(raw, &since) != nil || since < 0 {
+	since, ok := parseSince(raw)
+	if !ok {
 		c.Close(CloseBadRequest, ReasonBadRequest)
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.live {
+		c.hub.cfg.Metrics.CatchUp(CatchUpResume)
 		if since > c.helloSeq {
 			// The client has seen events the log does not have (it was reset, or the client
 			// is confused): it must refetch, and continues from hello's seq.
+			c.hub.cfg.Metrics.Resync()
 			c.enqueueLocked(resyncFrame(c.helloSeq))
 			c.openSeamLocked(c.helloSeq, nil)
 			return
@@ -414,6 +428,7 @@ func (c *Client) handleResume(raw json.RawMessage) {
 		c.enqueueLocked(resumedFrame(since, c.lastSeq, 0))
 	default:
 		// Events base..since were never sent on this socket and cannot be sent in order now.
+		c.hub.cfg.Metrics.Resync()
 		c.enqueueLocked(resyncFrame(c.lastSeq))
 		c.base = c.lastSeq
 	}
@@ -536,6 +551,7 @@ func (c *Client) apply(page []Publication, pruned bool, last, since, known int64
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if pruned {
+		c.hub.cfg.Metrics.Resync()
 		c.enqueueLocked(resyncFrame(last))
 		c.lastSeq, c.base = last, last
 		c.known = max(c.known, last)
@@ -547,6 +563,12 @@ func (c *Client) apply(page []Publication, pruned bool, last, since, known int64
 		c.known = since // the log has nothing after since, whatever we heard: stop waiting for it
 	}
 	room := max(1, c.hub.cfg.QueueSize*3/4) // leave room for ephemeral frames and pongs
+	replayed := 0
+	defer func() {
+		if replayed > 0 {
+			c.hub.cfg.Metrics.EventsReplayed(replayed)
+		}
+	}()
 	for i := 0; i < len(page); {
 		if c.closed || c.closing.Load() || c.ctx.Err() != nil {
 			c.running = false
@@ -570,6 +592,7 @@ func (c *Client) apply(page []Publication, pruned bool, last, since, known int64
 		}
 		if c.enqueueLocked(p.Data) {
 			c.lastSeq = p.Seq
+			replayed++
 			if c.resume != nil {
 				c.resume.replayed++
 			}
@@ -613,19 +636,35 @@ func (c *Client) writeLoop() {
 			case c.drained <- struct{}{}:
 			default:
 			}
-			for _, data := range batch {
-				if c.closing.Load() {
-					break
-				}
-				_ = c.conn.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout))
-				if err := c.conn.WriteMessage(websocket.TextMessage, data); err != nil {
-					c.writeFailed(err)
-					return
-				}
+			sent, err := c.writeBatch(batch)
+			if sent > 0 {
+				c.hub.cfg.Metrics.FramesSent(sent)
+			}
+			if sent < len(batch) {
+				c.hub.cfg.Metrics.FramesDropped(len(batch) - sent)
 			}
 			clear(batch)
+			if err != nil {
+				c.writeFailed(err)
+				return
+			}
 		}
 	}
+}
+
+// writeBatch writes frames until the socket starts closing or a write fails, and
+// returns how many it wrote.
+func (c *Client) writeBatch(batch [][]byte) (int, error) {
+	for i, data := range batch {
+		if c.closing.Load() {
+			return i, nil
+		}
+		_ = c.conn.SetWriteDeadline(time.Now().Add(c.hub.cfg.WriteTimeout))
+		if err := c.conn.WriteMessage(websocket.TextMessage, data); err != nil {
+			return i, err
+		}
+	}
+	return len(batch), nil
 }
 
 // writeClose sends the close frame, if a code was given, and ends the read loop after
@@ -687,6 +726,7 @@ func (c *Client) readLoop(fh FrameHandler) {
 		}
 		c.extendReadDeadline()
 		if !c.limiter.Allow() {
+			c.hub.cfg.Metrics.FrameRateLimited()
 			if !limited {
 				limited = true
 				c.Send(ErrorFrame(ErrorRateLimited, "too many frames, frame dropped"))
@@ -698,17 +738,40 @@ func (c *Client) readLoop(fh FrameHandler) {
 	}
 }
 
-func (c *Client) handleFrame(typ int, data []byte, fh FrameHandler) {
+// inFrame is a client frame as the hub reads it: its type and, for resume, the raw since.
+type inFrame struct {
+	Type  string          `json:"type"`
+	Since json.RawMessage `json:"since"`
+}
+
+// parseFrame reads a client frame (message type typ, payload data): a JSON text frame that
+// is an object with a non-empty type. Otherwise it returns the error message to send.
+// It is the read loop's parser, kept pure for the fuzz tests.
+func parseFrame(typ int, data []byte) (inFrame, string) {
 	if typ != websocket.TextMessage {
-		c.Send(ErrorFrame(ErrorBadRequest, "frames must be JSON text"))
-		return
+		return inFrame{}, "frames must be JSON text"
 	}
-	var f struct {
-		Type  string          `json:"type"`
-		Since json.RawMessage `json:"since"`
-	}
+	var f inFrame
 	if err := json.Unmarshal(data, &f); err != nil || f.Type == "" {
-		c.Send(ErrorFrame(ErrorBadRequest, "a frame must be a JSON object with a type"))
+		return inFrame{}, "a frame must be a JSON object with a type"
+	}
+	return f, ""
+}
+
+// parseSince reads the since of a resume frame: a non-negative JSON integer.
+// A null is not one (encoding/json would leave since at 0: a full replay).
+func parseSince(raw json.RawMessage) (int64, bool) {
+	var since int64
+	if len(raw) == 0 || string(raw) == "null" || json.Unmarshal(raw, &since) != nil || since < 0 {
+		return 0, false
+	}
+	return since, true
+}
+
+func (c *Client) handleFrame(typ int, data []byte, fh FrameHandler) {
+	f, bad := parseFrame(typ, data)
+	if bad != "" {
+		c.Send(ErrorFrame(ErrorBadRequest, bad))
 		return
 	}
 	switch f.Type {

@@ -42,6 +42,9 @@ type Config struct {
 	RateBurst int
 	// ReplayBatch is the page size of History.Since reads. Default 500.
 	ReplayBatch int
+	// Metrics receives the hub's counts (frames, closes, catch-ups, broker calls).
+	// Default: none (NopMetrics).
+	Metrics Metrics
 }
 
 func (c Config) withDefaults() Config {
@@ -77,6 +80,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReplayBatch <= 0 {
 		c.ReplayBatch = 500
+	}
+	if c.Metrics == nil {
+		c.Metrics = NopMetrics{}
 	}
 	return c
 }
@@ -148,7 +154,10 @@ func (h *Hub) Conns() int { return int(h.conns.Load()) }
 // wrote them to the event log committed: the hub relies on finding in History every
 // event it has seen published.
 func (h *Hub) Publish(ctx context.Context, user string, p Publication) error {
-	if err := h.broker.Publish(ctx, userChannel(user), encodePublication(p)); err != nil {
+	start := time.Now()
+	err := h.broker.Publish(ctx, userChannel(user), encodePublication(p))
+	h.cfg.Metrics.BrokerPublish(time.Since(start), err)
+	if err != nil {
 		h.deliver(user, p)
 		return fmt.Errorf("publish to user %s: %w", user, err)
 	}
@@ -289,6 +298,7 @@ func (h *Hub) deliver(user string, p Publication) {
 
 // resubscribed makes every local socket catch up from History.
 func (h *Hub) resubscribed() {
+	h.cfg.Metrics.BrokerResubscribed()
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.RLock()
@@ -333,6 +343,7 @@ func (e brokerEvents) HandlePublication(channel string, data []byte) {
 	if !ok {
 		return
 	}
+	e.h.cfg.Metrics.BrokerReceive()
 	p, err := decodePublication(data)
 	if err != nil {
 		e.h.log.Warn("realtime: bad publication from broker", slog.String("channel", channel), slog.Any("error", err))

@@ -21,9 +21,13 @@ type changer struct {
 	mode    string // create, update or mixed
 
 	mu    sync.Mutex
-	todo  []string // latest todo id of each user
-	count []int    // changes made per user
+	todos [][]string // the last todosPerUser todo ids of each user, created by the run
+	count []int      // changes made per user
 }
+
+// todosPerUser is how many of a user's todos updates rotate over: concurrent updates of
+// one user (shape c) should not all queue on the same todo row's lock.
+const todosPerUser = 16
 
 func newHTTPClient(conns int) *http.Client {
 	return &http.Client{
@@ -38,7 +42,7 @@ func newHTTPClient(conns int) *http.Client {
 }
 
 func newChanger(client *http.Client, httpURL []string, users []benchUser, mode string) *changer {
-	return &changer{client: client, httpURL: httpURL, users: users, mode: mode, todo: make([]string, len(users)), count: make([]int, len(users))}
+	return &changer{client: client, httpURL: httpURL, users: users, mode: mode, todos: make([][]string, len(users)), count: make([]int, len(users))}
 }
 
 // changeStats is what a change window did.
@@ -46,9 +50,10 @@ type changeStats struct {
 	made     int64 // changes that succeeded
 	errors   int64
 	firstErr string
-	expected int64 // deliveries they owe: sockets of their user, summed
-	took     time.Duration
-	rest     *hist // REST call latency
+	expected int64         // deliveries they owe: sockets of their user, summed
+	start    int64         // since() at the first change
+	took     time.Duration // from the first change due to the last one made
+	rest     *hist         // REST call latency
 }
 
 // run makes changes at perSec for dur, open loop (change j is due at j/perSec), with at
@@ -63,6 +68,7 @@ func (c *changer) run(ctx context.Context, m *measure, perSec float64, dur time.
 	sem := make(chan struct{}, inflight)
 	var wg sync.WaitGroup
 	start := time.Now()
+	st.start = since()
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	j := 0
@@ -103,12 +109,16 @@ loop:
 	return st
 }
 
-// change makes change j for user u: a create or an update whose title names j.
+// change makes change j for user u: a create or an update (of one of the user's last
+// todosPerUser todos, in turn) whose title names j.
 func (c *changer) change(ctx context.Context, m *measure, j, u int) error {
 	c.mu.Lock()
-	id := c.todo[u]
 	k := c.count[u]
 	c.count[u]++
+	var id string
+	if ids := c.todos[u]; len(ids) > 0 {
+		id = ids[(k/2)%len(ids)]
+	}
 	c.mu.Unlock()
 	update := id != "" && (c.mode == "update" || c.mode == "mixed" && k%2 == 1)
 	title := "bench " + m.tag + " " + strconv.Itoa(j)
@@ -141,7 +151,8 @@ func (c *changer) change(ctx context.Context, m *measure, j, u int) error {
 		}
 		if json.Unmarshal(body, &t) == nil && t.ID != "" {
 			c.mu.Lock()
-			c.todo[u] = t.ID
+			ids := append(c.todos[u], t.ID)
+			c.todos[u] = ids[max(0, len(ids)-todosPerUser):]
 			c.mu.Unlock()
 		}
 	}

@@ -62,6 +62,14 @@ type config struct {
 	pgbench      string
 	pgbenchDir   string
 
+	redisURL    string
+	redisPrefix string
+
+	fakeLLM       string
+	agentChats    int
+	agentTokens   int
+	agentInterval time.Duration
+
 	jsonOut string
 	timeout time.Duration
 }
@@ -81,7 +89,7 @@ func run() error {
 	flag.StringVar(&c.databaseURL, "database-url", os.Getenv("DATABASE_URL"), "the replicas' DATABASE_URL (users are created there)")
 	flag.StringVar(&c.dataDir, "data-dir", cmp.Or(os.Getenv("DATA_DIR"), "./data"), "the replicas' DATA_DIR (the dev signing key)")
 	flag.StringVar(&c.publicURL, "public-url", os.Getenv("PUBLIC_URL"), "the replicas' PUBLIC_URL (the dev issuer's iss and aud)")
-	flag.StringVar(&shapes, "shape", "custom", "comma-separated: a, b, c, d, e, rest, all (a,b,c,d,e,rest), or custom (the flags below)")
+	flag.StringVar(&shapes, "shape", "custom", "comma-separated: a, b, c, d, e, rest, agent, all (d,a,b,c,e,rest,agent), or custom (the flags below)")
 	flag.IntVar(&c.sockets, "sockets", 100, "custom: WebSockets to open (socket i belongs to user i%users)")
 	flag.IntVar(&c.users, "users", 100, "custom: users")
 	flag.Float64Var(&c.rate, "rate", 100, "custom: todo changes per second (0: idle, memory only)")
@@ -100,6 +108,12 @@ func run() error {
 	flag.IntVar(&c.restUsers, "rest-users", 100, "rest: users (each with 25 todos before the run)")
 	flag.StringVar(&c.pgbench, "pgbench", "pgbench", "pgbench binary")
 	flag.StringVar(&c.pgbenchDir, "pgbench-dir", "bench/pgbench", "directory of list.sql and change.sql")
+	flag.StringVar(&c.redisURL, "redis-url", cmp.Or(os.Getenv("REDIS_URL"), "redis://127.0.0.1:6379/0"), "the replicas' REDIS_URL: the tool also subscribes to its users' channels to count publications Redis delivers out of seq order (empty: don't)")
+	flag.StringVar(&c.redisPrefix, "redis-prefix", "evo:", "the replicas' Redis channel prefix")
+	flag.StringVar(&c.fakeLLM, "fake-llm", "", "shape agent: serve a fake OpenAI-compatible model on this host:port (the replicas' LLM_BASE_URL is http://<it>/v1)")
+	flag.IntVar(&c.agentChats, "agent-chats", 20, "shape agent: chats, one after the other")
+	flag.IntVar(&c.agentTokens, "agent-tokens", 50, "shape agent: tokens per chat")
+	flag.DurationVar(&c.agentInterval, "agent-interval", 5*time.Millisecond, "shape agent: time between two tokens of the fake model")
 	flag.StringVar(&c.jsonOut, "json", "", "also write the results as JSON to this file")
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Minute, "stop everything after this long")
 	flag.Parse()
@@ -121,10 +135,12 @@ func run() error {
 	}
 	for _, s := range splitNonEmpty(shapes) {
 		if s == "all" {
-			c.shapes = append(c.shapes, "a", "b", "c", "d", "e", "rest")
+			// d first: on freshly started replicas its memory reading is not blurred by
+			// what earlier shapes left in the heap.
+			c.shapes = append(c.shapes, "d", "a", "b", "c", "e", "rest", "agent")
 			continue
 		}
-		if !slices.Contains([]string{"a", "b", "c", "d", "e", "rest", "custom"}, s) {
+		if !slices.Contains([]string{"a", "b", "c", "d", "e", "rest", "agent", "custom"}, s) {
 			return fmt.Errorf("-shape: unknown shape %q", s)
 		}
 		c.shapes = append(c.shapes, s)
@@ -187,6 +203,7 @@ type runner struct {
 	httpURL []string
 	pids    []int
 	cpu     *cpuTracker
+	llm     *fakeLLM // nil without -fake-llm
 	out     output
 }
 
@@ -200,6 +217,7 @@ type output struct {
 	Shapes   []result
 	REST     []restResult
 	RESTNote string
+	Agent    *agentResult
 	Notes    []string
 }
 
@@ -227,6 +245,8 @@ type result struct {
 	Dups, Gaps   int64
 	Unmatched    int64
 	Closed       int64
+	Published    int64 // publications the Redis observer saw
+	PubGaps      int64 // ... that skipped a seq (the missing one came later)
 	DeliveriesPS float64
 	P50, P90     time.Duration
 	P99, Max     time.Duration
@@ -276,12 +296,21 @@ func newRunner(ctx context.Context, c config) (*runner, error) {
 		r.cpu.Close()
 		return nil, err
 	}
+	if c.fakeLLM != "" {
+		if r.llm, err = startFakeLLM(c.fakeLLM, c.agentTokens, c.agentInterval, c.agentChats*c.agentTokens*2+1000); err != nil {
+			r.Close()
+			return nil, err
+		}
+	}
 	return r, nil
 }
 
 func (r *runner) Close() {
 	r.cpu.Close()
 	r.setup.Close()
+	if r.llm != nil {
+		r.llm.Close()
+	}
 }
 
 func (r *runner) note(format string, args ...any) {
@@ -317,6 +346,8 @@ func (r *runner) shape(ctx context.Context, s string) error {
 		return r.stepShape(ctx)
 	case "rest":
 		return r.restShape(ctx)
+	case "agent":
+		return r.agentShape(ctx)
 	case "custom":
 		if c.rate <= 0 {
 			return r.idleShape(ctx, "custom", c.sockets, c.users)
@@ -329,6 +360,7 @@ func (r *runner) shape(ctx context.Context, s string) error {
 // connected is a fleet of open sockets and what connecting them measured.
 type connected struct {
 	f          *fleet
+	obs        *observer // nil without -redis-url
 	users      []benchUser
 	ok         int
 	rate       float64
@@ -353,6 +385,11 @@ func (r *runner) open(ctx context.Context, name string, n, u int) (*connected, e
 	if ok < n {
 		r.note("shape %s: %d of %d sockets failed to connect: %s", name, n-ok, n, f.errorSummary())
 	}
+	if r.c.redisURL != "" {
+		if cn.obs, err = observeRedis(ctx, r.c.redisURL, r.c.redisPrefix, users); err != nil {
+			r.note("shape %s: %v", name, err)
+		}
+	}
 	sleepCtx(ctx, r.c.settle)
 	after := r.rss()
 	var delta int64
@@ -369,6 +406,13 @@ func (r *runner) open(ctx context.Context, name string, n, u int) (*connected, e
 		cn.rssPerSock = float64(delta) / float64(ok)
 	}
 	return cn, nil
+}
+
+func (cn *connected) close() {
+	if cn.obs != nil {
+		cn.obs.Close()
+	}
+	cn.f.close()
 }
 
 // rss returns VmRSS (KiB) of each server.
@@ -391,7 +435,7 @@ func (r *runner) changeShape(ctx context.Context, name string, n, u int, rates [
 	if err != nil {
 		return err
 	}
-	defer cn.f.close()
+	defer cn.close()
 	if cn.ok == 0 {
 		return errors.New("no socket connected")
 	}
@@ -426,6 +470,9 @@ func (r *runner) window(ctx context.Context, name string, cn *connected, ch *cha
 	m := newMeasure(tag, total)
 	cn.f.cur.Store(m)
 	closedBefore := cn.f.closed.Load()
+	if cn.obs != nil {
+		cn.obs.reset()
+	}
 	r.progress("shape %s: %.0f changes/s for %v", name, rate, dur)
 	c0 := r.cpu.sample()
 	st := ch.run(ctx, m, rate, dur, r.c.inflight, cn.f.perUser)
@@ -443,9 +490,20 @@ func (r *runner) window(ctx context.Context, name string, cn *connected, ch *cha
 		RESTP50: st.rest.Quantile(0.5), RESTP99: st.rest.Quantile(0.99),
 		CPU: usage(c0, c1),
 	}
+	if cn.obs != nil {
+		x.Published, x.PubGaps = cn.obs.msgs.Load(), cn.obs.gaps.Load()
+		if x.PubGaps > 0 {
+			x.Notes = append(x.Notes, fmt.Sprintf("Redis delivered %d of %d publications after a later seq of the same user (%.1f%%): each made every socket of its user read the event log",
+				x.PubGaps, x.Published, 100*float64(x.PubGaps)/float64(x.Published)))
+		}
+	}
 	x.Made = float64(st.made+st.errors) / st.took.Seconds()
 	x.Loss = max(0, x.Expected-x.Received)
-	x.DeliveriesPS = float64(x.Received) / st.took.Seconds()
+	// Deliveries per second: from the first change to the last delivery (the drain
+	// counts: a server that falls behind delivers over a longer time).
+	if span := time.Duration(m.last.Load() - st.start); span > 0 {
+		x.DeliveriesPS = float64(x.Received) / max(span, st.took).Seconds()
+	}
 	if st.errors > 0 {
 		x.Notes = append(x.Notes, fmt.Sprintf("%d change errors, first: %s", st.errors, st.firstErr))
 	}
@@ -465,7 +523,7 @@ func (r *runner) idleShape(ctx context.Context, name string, n, u int) error {
 	if err != nil {
 		return err
 	}
-	defer cn.f.close()
+	defer cn.close()
 	c0 := r.cpu.sample()
 	r.progress("shape %s: idle for %v", name, r.c.idle)
 	sleepCtx(ctx, r.c.idle)
@@ -625,6 +683,9 @@ func (r *runner) report(w *os.File) {
 			for _, n := range x.Notes {
 				fmt.Fprintf(w, "    note: %s\n", n)
 			}
+			if x.Published > 0 {
+				fmt.Fprintf(w, "    Redis: %d publications, %d delivered after a later seq of their user\n", x.Published, x.PubGaps)
+			}
 			if x.Dups+x.Gaps+x.Unmatched > 0 {
 				fmt.Fprintf(w, "    frames: %d duplicates, %d after a seq gap, %d unmatched\n", x.Dups, x.Gaps, x.Unmatched)
 			}
@@ -640,6 +701,27 @@ func (r *runner) report(w *os.File) {
 		tw.Flush()
 		if o.RESTNote != "" {
 			fmt.Fprintf(w, "\n%s\n", o.RESTNote)
+		}
+	}
+	if a := o.Agent; a != nil {
+		fmt.Fprintf(w, "\nAgent streaming: %d chats, %d tokens from the fake model (one every %v), chat run on the first replica; token written by the model -> chat.token frame read:\n\n", a.Chats, a.Tokens, a.Interval)
+		tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
+		fmt.Fprintln(tw, "socket\ttokens received\tp50\tp90\tp99\tmax\ttarget\tmet")
+		for i, s := range a.Sockets {
+			target := 1 * time.Millisecond
+			if i > 0 {
+				target = 2 * time.Millisecond
+			}
+			met := "no"
+			if s.P99 < target && s.Received == a.Tokens {
+				met = "yes"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\tp99 < %v\t%s\n", s.Where, s.Received, ms(s.P50), ms(s.P90), ms(s.P99), ms(s.Max), target, met)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "CPU: %s\n", a.CPU)
+		for _, n := range a.Notes {
+			fmt.Fprintf(w, "note: %s\n", n)
 		}
 	}
 	if len(o.Notes) > 0 {

@@ -32,6 +32,7 @@ type measure struct {
 	gaps      atomic.Int64 // todo frames whose seq skipped one
 	unmatched atomic.Int64 // todo frames of no change of this window
 	others    atomic.Int64 // frames that are not todo.*
+	last      atomic.Int64 // arrival of the latest matched frame (since())
 }
 
 func newMeasure(tag string, maxChanges int) *measure {
@@ -274,6 +275,12 @@ func (f *fleet) read(s *sock) {
 		}
 		m.lat.Record(time.Duration(now - st))
 		m.received.Add(1)
+		for {
+			l := m.last.Load()
+			if now <= l || m.last.CompareAndSwap(l, now) {
+				break
+			}
+		}
 	}
 }
 

@@ -1,0 +1,148 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/gofiber/fiber/v2"
+	"golang.org/x/time/rate"
+
+	"github.com/evotodo/evo/store"
+)
+
+// Per-user rate limits.
+//
+// REST writes (RATE_LIMIT_WRITES a minute) and chat messages
+// (CHAT_RATE_LIMIT a minute) are each limited per user by a token bucket
+// that holds one minute's allowance: a user may spend it at once, then gets
+// one more every 60/n seconds. With REDIS_URL the buckets live in Redis
+// (GCRA, go-redis/redis_rate), so every replica draws on the same budget;
+// without it each replica counts on its own. A limit that cannot reach Redis
+// lets the request through and logs a warning: the limit protects the
+// server, and Redis trouble should not stop the app.
+
+// Surfaces of the rate limits: the "surface" label of evo_rate_limited_total,
+// and the Redis key of the limits counted there.
+const (
+	surfaceWrites = "writes" // REST writes to /api/todos
+	surfaceChat   = "chat"   // chat messages (POST /api/chat and chat frames)
+	surfaceWS     = "ws"     // inbound WebSocket frames (WS_RATE_LIMIT, counted by the hub)
+)
+
+// limitTimeout bounds the Redis round trip of one check.
+const limitTimeout = 2 * time.Second
+
+// userLimit is a per-user limit on one kind of request.
+type userLimit struct {
+	surface   string // surfaceWrites or surfaceChat
+	what      string // what is counted, for the error: "writes", "chat messages"
+	perMinute int
+	redis     *redis_rate.Limiter // nil: counted in memory
+	mem       *memoryBuckets
+	log       *slog.Logger
+	metrics   *metrics
+}
+
+// newUserLimit returns the limit of surface, perMinute requests per user, in
+// Redis if the server has it.
+func newUserLimit(s *Server, surface, what string, perMinute int) *userLimit {
+	l := &userLimit{surface: surface, what: what, perMinute: perMinute, log: s.log, metrics: s.metrics}
+	if s.redis != nil {
+		l.redis = redis_rate.NewLimiter(s.redis)
+	} else {
+		l.mem = newMemoryBuckets(perMinute)
+	}
+	return l
+}
+
+// allow takes one request from user's allowance. When it is used up it
+// returns a rate_limited error and how long to wait for the next one.
+func (l *userLimit) allow(ctx context.Context, user string) (time.Duration, error) {
+	var retry time.Duration
+	if l.redis != nil {
+		rctx, cancel := context.WithTimeout(ctx, limitTimeout)
+		res, err := l.redis.Allow(rctx, "evo:"+l.surface+":"+user, redis_rate.PerMinute(l.perMinute))
+		cancel()
+		switch {
+		case err != nil:
+			l.log.Warn("rate limit: redis failed, request let through", slog.String("surface", l.surface), slog.Any("error", err))
+			return 0, nil
+		case res.Allowed == 0:
+			retry = max(res.RetryAfter, time.Millisecond)
+		}
+	} else {
+		retry = l.mem.take(user, time.Now())
+	}
+	if retry == 0 {
+		return 0, nil
+	}
+	l.metrics.rateLimited.WithLabelValues(l.surface).Inc()
+	return retry, store.Errorf(store.CodeRateLimited, "too many %s: at most %d a minute; try again in %ds",
+		l.what, l.perMinute, retrySeconds(retry))
+}
+
+// retrySeconds is a Retry-After value: whole seconds, rounded up, at least 1.
+func retrySeconds(d time.Duration) int {
+	return max(1, int(math.Ceil(d.Seconds())))
+}
+
+// limitWrites is the REST write limit (RATE_LIMIT_WRITES per user per
+// minute), after authenticate: when it is used up the request is answered
+// 429 rate_limited with Retry-After and does not run.
+func (s *Server) limitWrites(c *fiber.Ctx) error {
+	retry, err := s.writes.allow(c.UserContext(), userID(c))
+	if err != nil {
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(retrySeconds(retry)))
+		return err
+	}
+	return c.Next()
+}
+
+// maxBucketUsers is how many users' buckets memoryBuckets keeps before it
+// forgets the full ones.
+const maxBucketUsers = 10000
+
+// memoryBuckets is a token bucket per user, for one replica.
+type memoryBuckets struct {
+	perMinute int
+	mu        sync.Mutex
+	users     map[string]*rate.Limiter
+	swept     time.Time
+}
+
+func newMemoryBuckets(perMinute int) *memoryBuckets {
+	return &memoryBuckets{perMinute: perMinute, users: map[string]*rate.Limiter{}}
+}
+
+// take takes one token of user's bucket at now and returns 0, or, if the
+// bucket is empty, how long until it holds one (nothing is taken then).
+func (m *memoryBuckets) take(user string, now time.Time) time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.users) >= maxBucketUsers && now.Sub(m.swept) >= time.Second {
+		// A full bucket is the same as no bucket: forget those. At most once
+		// a second, so that many active users do not make every call sweep.
+		m.swept = now
+		for u, l := range m.users {
+			if l.TokensAt(now) >= float64(m.perMinute) {
+				delete(m.users, u)
+			}
+		}
+	}
+	l, ok := m.users[user]
+	if !ok {
+		l = rate.NewLimiter(rate.Every(time.Minute/time.Duration(m.perMinute)), m.perMinute)
+		m.users[user] = l
+	}
+	r := l.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return d
+	}
+	return 0
+}

@@ -1,0 +1,95 @@
+package app
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/evotodo/evo/store"
+	"github.com/evotodo/evo/store/storetest"
+)
+
+// TestRateLimitMemoryBuckets: a bucket holds a minute's allowance, refills
+// one every 60/n seconds, is per user, and full buckets are forgotten once
+// there are many users.
+func TestRateLimitMemoryBuckets(t *testing.T) {
+	m := newMemoryBuckets(3)
+	t0 := time.Now()
+	for i := range 3 {
+		if d := m.take("u1", t0); d != 0 {
+			t.Fatalf("take %d: got wait %v, want none", i, d)
+		}
+	}
+	if d := m.take("u1", t0); d < 19*time.Second || d > 20*time.Second {
+		t.Fatalf("4th take: got wait %v, want about 20s", d)
+	}
+	if d := m.take("u2", t0); d != 0 {
+		t.Fatalf("another user: got wait %v", d)
+	}
+	if d := m.take("u1", t0.Add(20*time.Second)); d != 0 {
+		t.Fatalf("after 20s: got wait %v, want none", d)
+	}
+	if d := m.take("u1", t0.Add(20*time.Second)); d == 0 {
+		t.Fatal("right after the refill: got no wait")
+	}
+
+	for i := range maxBucketUsers {
+		m.take(strconv.Itoa(i), t0)
+	}
+	m.take("late", t0.Add(2*time.Minute)) // every other bucket is full again
+	if n := len(m.users); n != 1 {
+		t.Fatalf("after a sweep: %d buckets kept, want 1", n)
+	}
+}
+
+// TestRateLimitWrites: REST writes beyond RATE_LIMIT_WRITES a minute are
+// 429 rate_limited with Retry-After, per user; reads are not limited. With
+// Redis, two replicas share one budget per user; without it each replica
+// counts on its own.
+func TestRateLimitWrites(t *testing.T) {
+	t.Run("Memory", func(t *testing.T) {
+		ts := startServer(t, "sqlite", map[string]string{"RATE_LIMIT_WRITES": "3"})
+		_, tok := ts.user(t)
+		_, other := ts.user(t)
+		todo := ts.createTodo(t, tok, "one")
+		ts.do(t, "PATCH", "/api/todos/"+todo.ID, tok, map[string]bool{"is_complete": true})
+		ts.do(t, "PUT", "/api/todos/"+todo.ID, tok, map[string]string{"title": "uno"})
+		expectLimited(t, ts, "DELETE", "/api/todos/"+todo.ID, tok, 3)
+		if status, body := ts.do(t, "GET", "/api/todos/"+todo.ID, tok, nil); status != http.StatusOK {
+			t.Fatalf("a read after the limit: got %d %s", status, body)
+		}
+		ts.createTodo(t, other, "another user's budget is their own")
+	})
+	t.Run("RedisAcrossReplicas", func(t *testing.T) {
+		js := newJWKSServer(t)
+		env := map[string]string{"DATABASE_URL": storetest.PostgresURL(t), "REDIS_URL": redisURL(t), "RATE_LIMIT_WRITES": "4"}
+		a, b := startReplica(t, js, "postgres", env), startReplica(t, js, "postgres", env)
+		_, tok := a.user(t)
+		a.createTodo(t, tok, "1")
+		b.createTodo(t, tok, "2")
+		a.createTodo(t, tok, "3")
+		b.createTodo(t, tok, "4")
+		// Each replica saw 2 writes: only the shared budget is used up.
+		expectLimited(t, a, "POST", "/api/todos", tok, 4)
+		expectLimited(t, b, "POST", "/api/todos", tok, 4)
+	})
+}
+
+// expectLimited sends a write that must be refused by a limit of perMinute.
+func expectLimited(t *testing.T, ts *testServer, method, path, token string, perMinute int) {
+	t.Helper()
+	res, body := call(t, ts, method, path, token, map[string]string{"title": "over"})
+	eb := decode[ErrorBody](t, body)
+	if res.StatusCode != http.StatusTooManyRequests || eb.Code != store.CodeRateLimited || eb.Detail == "" {
+		t.Fatalf("%s %s: got %d %s, want 429 rate_limited", method, path, res.StatusCode, body)
+	}
+	retry, err := strconv.Atoi(res.Header.Get("Retry-After"))
+	if most := 60 / perMinute; err != nil || retry < 1 || retry > most {
+		t.Fatalf("Retry-After: got %q, want 1-%d seconds", res.Header.Get("Retry-After"), 60/perMinute)
+	}
+	if want := fmt.Sprintf("too many writes: at most %d a minute; try again in %ds", perMinute, retry); eb.Detail != want {
+		t.Fatalf("detail: got %q, want %q", eb.Detail, want)
+	}
+}

@@ -1,0 +1,336 @@
+package realtime
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	fws "github.com/fasthttp/websocket"
+)
+
+// FuzzParseFrame feeds arbitrary bytes to parseFrame and parseSince, the
+// parsers of the socket read loop (Client.handleFrame). Properties: no panic;
+// an accepted frame is a JSON text frame whose object has a non-empty type; a
+// since is accepted exactly when it is a non-negative JSON integer literal
+// (strconv is the oracle), so a null, a fraction or an exponent never resumes.
+func FuzzParseFrame(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"ping"}`, `{"type":"resume","since":0}`, `{"type":"resume","since":12}`,
+		`{"type":"resume","since":-1}`, `{"type":"resume","since":null}`, `{"type":"resume","since":1e3}`,
+		`{"type":"resume","since":"5"}`, `{"type":"resume","since":9223372036854775808}`,
+		`{"type":"chat","message":"add milk","id":"c1"}`, `{"type":""}`, `{"TYPE":"ping"}`, `null`, `[]`, `"ping"`,
+		`{"type":"resume","since":1,"since":2}`, "{\"type\":\"\xff\"}", ``, `{`,
+	} {
+		f.Add(uint8(fws.TextMessage), []byte(s))
+	}
+	f.Add(uint8(fws.BinaryMessage), []byte(`{"type":"ping"}`))
+	f.Fuzz(func(t *testing.T, msgType uint8, data []byte) {
+		fr, bad := parseFrame(int(msgType), data)
+		if bad != "" {
+			if fr.Type != "" || fr.Since != nil {
+				t.Fatalf("refused frame %q carries %+v", data, fr)
+			}
+			return
+		}
+		if int(msgType) != fws.TextMessage {
+			t.Fatalf("accepted a frame of message type %d", msgType)
+		}
+		if fr.Type == "" || !json.Valid(data) || !bytes.HasPrefix(bytes.TrimLeft(data, " \t\r\n"), []byte("{")) {
+			t.Fatalf("accepted %q as %+v: not a JSON object with a type", data, fr)
+		}
+		if fr.Since == nil {
+			if _, ok := parseSince(fr.Since); ok {
+				t.Fatalf("a missing since was accepted")
+			}
+			return
+		}
+		since, ok := parseSince(fr.Since)
+		want, err := strconv.ParseInt(string(fr.Since), 10, 64)
+		wantOK := err == nil && want >= 0 && !strings.HasPrefix(string(fr.Since), "+")
+		if ok != wantOK || (ok && since != want) {
+			t.Fatalf("since %q: got %d, %v; want %d, %v", fr.Since, since, ok, want, wantOK)
+		}
+	})
+}
+
+// fuzzHistory is a fixed event log of one user: seqs 1..n.
+type fuzzHistory struct {
+	user string
+	n    int64
+}
+
+func fuzzEvent(seq int64) Publication {
+	return Publication{Seq: seq, Data: fmt.Appendf(nil, `{"type":"todo.created","seq":%d}`, seq)}
+}
+
+func (h fuzzHistory) Since(ctx context.Context, user string, since int64, limit int) ([]Publication, error) {
+	var out []Publication
+	for s := max(since, 0) + 1; user == h.user && s <= h.n && len(out) < limit; s++ {
+		out = append(out, fuzzEvent(s))
+	}
+	return out, nil
+}
+
+func (h fuzzHistory) LastSeq(ctx context.Context, user string) (int64, error) {
+	if user != h.user {
+		return 0, nil
+	}
+	return h.n, nil
+}
+
+// fuzzConn is an in-memory Conn: ReadMessage returns the queued frames one by
+// one, then signals idle (everything before was handled) and blocks until the
+// connection dies. A close frame kills it at once (the peer answers).
+type fuzzConn struct {
+	mu        sync.Mutex
+	in        []fuzzFrame
+	writes    [][]byte
+	closeCode int
+	idle      chan struct{}
+	idleOnce  sync.Once
+	dead      chan struct{}
+	deadOnce  sync.Once
+	timer     *time.Timer
+}
+
+type fuzzFrame struct {
+	typ  int
+	data []byte
+}
+
+func newFuzzConn(frames []fuzzFrame) *fuzzConn {
+	return &fuzzConn{in: frames, idle: make(chan struct{}), dead: make(chan struct{})}
+}
+
+var errFuzzConnClosed = errors.New("fuzz conn closed")
+
+func (c *fuzzConn) kill() { c.deadOnce.Do(func() { close(c.dead) }) }
+
+func (c *fuzzConn) ReadMessage() (int, []byte, error) {
+	c.mu.Lock()
+	if len(c.in) > 0 {
+		f := c.in[0]
+		c.in = c.in[1:]
+		c.mu.Unlock()
+		select {
+		case <-c.dead:
+			return 0, nil, errFuzzConnClosed
+		default:
+		}
+		return f.typ, f.data, nil
+	}
+	c.mu.Unlock()
+	c.idleOnce.Do(func() { close(c.idle) })
+	<-c.dead
+	return 0, nil, errFuzzConnClosed
+}
+
+func (c *fuzzConn) WriteMessage(_ int, data []byte) error {
+	select {
+	case <-c.dead:
+		return errFuzzConnClosed
+	default:
+	}
+	c.mu.Lock()
+	c.writes = append(c.writes, bytes.Clone(data))
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *fuzzConn) WriteControl(typ int, data []byte, _ time.Time) error {
+	if typ == fws.CloseMessage {
+		c.mu.Lock()
+		if len(data) >= 2 {
+			c.closeCode = int(binary.BigEndian.Uint16(data))
+		}
+		c.mu.Unlock()
+		c.kill()
+	}
+	return nil
+}
+
+func (c *fuzzConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.timer = time.AfterFunc(time.Until(t), c.kill)
+	return nil
+}
+
+func (c *fuzzConn) SetWriteDeadline(time.Time) error          { return nil }
+func (c *fuzzConn) SetReadLimit(int64)                        {}
+func (c *fuzzConn) SetPongHandler(func(appData string) error) {}
+func (c *fuzzConn) Close() error                              { c.kill(); return nil }
+
+// fuzzEcho is a FrameHandler that answers every application frame with a
+// JSON frame naming its type (what app.Server does is fuzzed in package app).
+type fuzzEcho struct{}
+
+func (fuzzEcho) HandleFrame(c *Client, typ string, raw []byte) {
+	data, _ := json.Marshal(map[string]string{"type": "echo", "of": typ})
+	c.Send(data)
+}
+
+var fuzzUsers atomic.Int64
+
+// FuzzClientFrames drives a real Client through Hub.Serve with a fake
+// connection: the frames of the input (split at newlines, a bit of mask
+// making frame i binary) go through the very read loop of a socket whose
+// user has events 1..n in the log. Properties: no panic, no deadlock (Serve
+// returns once the connection dies); hello first, with seq n; every frame
+// sent is a JSON object with a type; todo events go out in seq order with no
+// gap and no duplicate (a resync restarts the count); resumed names the
+// last seq sent and how many were replayed; the only close the server sends
+// is 3500 (a bad resume).
+func FuzzClientFrames(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"resume","since":0}`,
+		`{"type":"resume","since":2}` + "\n" + `{"type":"ping"}`,
+		`{"type":"resume","since":99}`,
+		`{"type":"resume","since":-1}`,
+		`{"type":"resume","since":null}`,
+		`{"type":"ping"}` + "\n" + `{"type":"resume","since":1}` + "\n" + `{"type":"resume","since":1}`,
+		`{"type":"chat","message":"hi"}` + "\n" + `{"type":"resume","since":0}`,
+		`{"type":"echo"}` + "\n" + `{"type":"resume","since":7}`,
+		`{"type":"resume","since":3}` + "\n" + `{"type":"resume","since":5}`,
+		"not json\n{}\n[]\n{\"type\":\"\"}\n{\"type\":\"resume\"}",
+	} {
+		f.Add(uint8(5), uint16(0), []byte(s))
+	}
+	f.Add(uint8(3), uint16(1), []byte(`{"type":"resume","since":0}`+"\n"+`{"type":"resume","since":0}`))
+	hub := NewHub(NewMemoryBroker(), nil, Config{ResumeGrace: time.Hour, RateBurst: 64}, nil)
+	f.Fuzz(func(t *testing.T, events uint8, binary uint16, input []byte) {
+		n := int64(events % 12)
+		user := "fuzz" + strconv.FormatInt(fuzzUsers.Add(1), 10)
+		hub.history = fuzzHistory{user: user, n: n} // one iteration at a time
+		var frames []fuzzFrame
+		for i, data := range bytes.Split(input, []byte("\n")) {
+			if i == 24 {
+				break
+			}
+			typ := fws.TextMessage
+			if binary&(1<<i) != 0 {
+				typ = fws.BinaryMessage
+			}
+			frames = append(frames, fuzzFrame{typ, data})
+		}
+		conn := newFuzzConn(frames)
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			hub.Serve(context.Background(), conn, user, time.Time{}, fuzzEcho{})
+		}()
+		select {
+		case <-conn.idle:
+		case <-conn.dead:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the read loop did not take every frame within 10s")
+		}
+		// Let the catch-up started by a resume finish (it is asynchronous).
+		deadline := time.Now().Add(5 * time.Second)
+		for !fuzzSettled(conn, n) && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		conn.kill()
+		select {
+		case <-served:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Serve did not return within 10s of the connection dying")
+		}
+		checkFuzzWrites(t, conn, n, frames)
+	})
+}
+
+// fuzzSettled: the socket closed, or its last frame sent is not a todo
+// event short of n (a replay still running).
+func fuzzSettled(c *fuzzConn, n int64) bool {
+	select {
+	case <-c.dead:
+		return true
+	default:
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.writes) == 0 {
+		return false
+	}
+	var last struct {
+		Type string `json:"type"`
+		Seq  int64  `json:"seq"`
+	}
+	_ = json.Unmarshal(c.writes[len(c.writes)-1], &last)
+	return last.Type != "todo.created" || last.Seq >= n
+}
+
+func checkFuzzWrites(t *testing.T, c *fuzzConn, n int64, in []fuzzFrame) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closeCode != 0 && c.closeCode != CloseBadRequest {
+		t.Fatalf("closed with %d, want no close or %d", c.closeCode, CloseBadRequest)
+	}
+	if len(c.writes) == 0 && c.closeCode == 0 {
+		t.Fatal("nothing was sent, not even hello") // a close may overtake the queue
+	}
+	cur, replayed := int64(-1), 0
+	for i, data := range c.writes {
+		var fr struct {
+			Type     string `json:"type"`
+			Seq      *int64 `json:"seq"`
+			Since    int64  `json:"since"`
+			Replayed int    `json:"replayed"`
+		}
+		if err := json.Unmarshal(data, &fr); err != nil || fr.Type == "" {
+			t.Fatalf("frame %d %q is not a JSON object with a type", i, data)
+		}
+		if i == 0 {
+			if fr.Type != "hello" || fr.Seq == nil || *fr.Seq != n {
+				t.Fatalf("first frame %s, want hello with seq %d", data, n)
+			}
+			continue
+		}
+		switch fr.Type {
+		case "hello":
+			t.Fatalf("frame %d: a second hello %s", i, data)
+		case "todo.created":
+			s := *fr.Seq
+			if s < 1 || s > n || (cur >= 0 && s != cur+1) {
+				t.Fatalf("frame %d: seq %d after %d (log 1..%d); frames: %q", i, s, cur, n, c.writes)
+			}
+			cur = s
+			replayed++
+		case "resync":
+			if *fr.Seq != n {
+				t.Fatalf("frame %d: resync to %d, the log ends at %d", i, *fr.Seq, n)
+			}
+			cur, replayed = *fr.Seq, 0
+		case "resumed":
+			switch {
+			case cur >= 0 && *fr.Seq != cur:
+				t.Fatalf("frame %d: resumed at seq %d, the last seq sent is %d; frames: %q", i, *fr.Seq, cur, c.writes)
+			case cur < 0 && *fr.Seq != fr.Since:
+				t.Fatalf("frame %d: resumed at seq %d with nothing sent after since %d", i, *fr.Seq, fr.Since)
+			case fr.Replayed != replayed:
+				t.Fatalf("frame %d: resumed says %d replayed, %d were sent", i, fr.Replayed, replayed)
+			case fr.Since < 0 || fr.Since > *fr.Seq:
+				t.Fatalf("frame %d: resumed since %d beyond seq %d", i, fr.Since, *fr.Seq)
+			}
+			cur, replayed = *fr.Seq, 0
+		case "pong", "echo", "error":
+		default:
+			t.Fatalf("frame %d: unexpected %s", i, data)
+		}
+	}
+	_ = in
+}
