@@ -58,3 +58,23 @@ bench:
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchtime=$(BENCHTIME) -benchmem $(BENCH_PKGS)
+
+# Fuzzing: every fuzz target, one after the other, for FUZZTIME each (CI: the
+# default, about 80 s in all). The seed corpora are in each package's
+# testdata/fuzz/<Target>/ and run with `make test` too; a failure writes the
+# input there (commit it as a regression seed once fixed).
+# `make fuzz FUZZTIME=5m` for a longer run.
+FUZZTIME ?= 6s
+FUZZ_TARGETS = \
+	./realtime/:FuzzParseFrame ./realtime/:FuzzClientFrames \
+	./app/:FuzzDecodeJSON ./app/:FuzzRESTBody ./app/:FuzzRESTQuery \
+	./app/auth/:FuzzVerify ./app/auth/:FuzzVerifySigned \
+	./agent/:FuzzBuiltinParseIntent ./agent/:FuzzBuiltinRoundTrip ./agent/:FuzzBuiltinChat
+
+.PHONY: fuzz
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg; \
+	done

@@ -92,7 +92,7 @@ func wireSafe(s string) string {
 // errorCodes maps an error status to the code its body must carry.
 var errorCodes = map[int]string{
 	400: store.CodeBadRequest, 401: store.CodeUnauthorized, 403: store.CodeForbidden, 404: store.CodeNotFound,
-	409: store.CodeConflict, 413: "request_entity_too_large", 422: store.CodeInvalid, 429: store.CodeRateLimited,
+	405: "method_not_allowed", 409: store.CodeConflict, 413: "request_entity_too_large", 422: store.CodeInvalid, 429: store.CodeRateLimited,
 }
 
 // checkAnswer fails on a 5xx, and on a 4xx that is not the JSON error body.

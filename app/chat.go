@@ -193,9 +193,7 @@ func (s *Server) startChat(ctx context.Context, user string, in chatInput, strea
 	if err := in.validate(); err != nil {
 		return nil, 0, err
 	}
-	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	retry, err = s.chat.limiter.allow(lctx, user)
-	cancel()
+	retry, err = s.chat.limiter.allow(ctx, user)
 	if err != nil {
 		return nil, retry, err
 	}

@@ -46,30 +46,49 @@ func TestServerLimitsSlowRequest(t *testing.T) {
 	}
 }
 
-// TestServerLimitsSSEOutlivesTimeout: a chat streamed as SSE may last longer
-// than REQUEST_TIMEOUT (the server's WriteTimeout), with pauses longer than
-// it, and a frame larger than the write buffer after a pause: each write
-// extends the deadline.
-func TestServerLimitsSSEOutlivesTimeout(t *testing.T) {
-	gate := make(chan struct{})
-	big := strings.Repeat("long answer ", 2000) // 24 KB: written through the buffer at once
-	llm := newFakeLLM(t, func(n int, req llmRequest) llmReply {
-		return llmReply{tokens: []string{"Thinking... ", big, "done."}, gateAfter: 1, gate: gate}
-	})
-	ts := startServer(t, "sqlite", llm.env("REQUEST_TIMEOUT", "1s"))
-	_, tok := ts.user(t)
-	time.AfterFunc(2500*time.Millisecond, func() { close(gate) }) // 2.5 x REQUEST_TIMEOUT without a write
-	start := time.Now()
-	res, body := call(t, ts, "POST", "/api/chat", tok, map[string]string{"message": "think hard"}, "Accept: text/event-stream")
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("got %d %s", res.StatusCode, body)
-	}
-	events := readSSE(t, strings.NewReader(string(body)))
-	if got, want := types(events), "chat.started chat.token chat.token chat.token chat.done"; got != want || tokens(events) != "Thinking... "+big+"done." {
-		t.Fatalf("after %v: events %s (want %s), %d bytes of tokens", time.Since(start), got, want, len(tokens(events)))
-	}
-	if took := time.Since(start); took < 2*time.Second {
-		t.Fatalf("the stream took %v: the pause did not happen", took)
+// TestServerLimitsChatOutlivesTimeout: a chat may take longer than
+// REQUEST_TIMEOUT. Streamed as SSE, it may pause for longer than the
+// server's WriteTimeout (REQUEST_TIMEOUT, armed when the response starts)
+// and then send a frame larger than the write buffers: streamChat extends
+// the deadline before each write. As JSON, the answer is written once the
+// run ends, and fasthttp arms WriteTimeout only then.
+func TestServerLimitsChatOutlivesTimeout(t *testing.T) {
+	big := strings.Repeat("long answer ", 2000) // 24 KB
+	for _, tt := range []struct {
+		name   string
+		accept string
+	}{{"SSE", "Accept: text/event-stream"}, {"JSON", "Accept: application/json"}} {
+		t.Run(tt.name, func(t *testing.T) {
+			gate := make(chan struct{})
+			llm := newFakeLLM(t, func(n int, req llmRequest) llmReply {
+				return llmReply{tokens: []string{"Thinking... ", big, "done."}, gateAfter: 1, gate: gate}
+			})
+			ts := startServer(t, "sqlite", llm.env("REQUEST_TIMEOUT", "1s"))
+			_, tok := ts.user(t)
+			time.AfterFunc(2500*time.Millisecond, func() { close(gate) }) // 2.5 x REQUEST_TIMEOUT without a write
+			start := time.Now()
+			res, body := call(t, ts, "POST", "/api/chat", tok, map[string]string{"message": "think hard"}, tt.accept)
+			took := time.Since(start)
+			if res.StatusCode != http.StatusOK {
+				t.Fatalf("got %d %.300s after %v", res.StatusCode, body, took)
+			}
+			if took < 2*time.Second {
+				t.Fatalf("the answer took %v: the pause did not happen", took)
+			}
+			var answer string
+			if tt.name == "SSE" {
+				events := readSSE(t, strings.NewReader(string(body)))
+				if got, want := types(events), "chat.started chat.token chat.token chat.token chat.done"; got != want {
+					t.Fatalf("events: got %s, want %s", got, want)
+				}
+				answer = tokens(events)
+			} else {
+				answer = decode[ChatReply](t, body).Response
+			}
+			if answer != "Thinking... "+big+"done." {
+				t.Fatalf("the answer is cut: %d bytes", len(answer))
+			}
+		})
 	}
 }
 
@@ -92,4 +111,3 @@ func TestServerLimitsWebSocketOutlivesTimeout(t *testing.T) {
 	ws.send(map[string]string{"type": "ping"})
 	ws.expectType("pong")
 }
-

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,5 +92,28 @@ func expectLimited(t *testing.T, ts *testServer, method, path, token string, per
 	}
 	if want := fmt.Sprintf("too many writes: at most %d a minute; try again in %ds", perMinute, retry); eb.Detail != want {
 		t.Fatalf("detail: got %q, want %q", eb.Detail, want)
+	}
+}
+
+// TestRateLimitConfig: RATE_LIMIT_WRITES defaults to 120 and must be a
+// positive integer; METRICS_TOKEN is empty by default and long if set.
+func TestRateLimitConfig(t *testing.T) {
+	cfg, err := LoadConfig(getenv(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RateLimitWrites != 120 || cfg.MetricsToken != "" {
+		t.Fatalf("defaults: RATE_LIMIT_WRITES %d, METRICS_TOKEN %q", cfg.RateLimitWrites, cfg.MetricsToken)
+	}
+	for _, tt := range []struct{ name, value, want string }{
+		{"RATE_LIMIT_WRITES", "0", "RATE_LIMIT_WRITES: must be positive"},
+		{"RATE_LIMIT_WRITES", "lots", "RATE_LIMIT_WRITES: must be a valid int"},
+		{"METRICS_TOKEN", "short", "METRICS_TOKEN: must be at least 16 characters"},
+		{"METRICS_TOKEN", "has a space in the middle", "METRICS_TOKEN: must be at least 16 characters"},
+	} {
+		_, err := LoadConfig(getenv(map[string]string{tt.name: tt.value}))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s=%q: got %v, want an error containing %q", tt.name, tt.value, err, tt.want)
+		}
 	}
 }

@@ -128,8 +128,11 @@ func (s *Server) deleteTodo(c *fiber.Ctx) error {
 // decodeJSON reads a JSON object into v. Unknown fields are ignored, as the
 // seed did; a value of the wrong type names its field.
 func decodeJSON(body []byte, v any) error {
-	if len(strings.TrimSpace(string(body))) == 0 {
+	switch strings.TrimSpace(string(body)) {
+	case "":
 		return store.Errorf(store.CodeBadRequest, "request body must be a JSON object")
+	case "null": // json.Unmarshal takes it for an empty object
+		return store.Errorf(store.CodeBadRequest, "request body must be a JSON object, got null")
 	}
 	err := json.Unmarshal(body, v)
 	var typeErr *json.UnmarshalTypeError
