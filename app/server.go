@@ -399,7 +399,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		if serr := s.app.ShutdownWithContext(sctx); serr != nil {
 			s.log.Warn("shutdown", slog.Any("error", serr))
 		}
-		err = <-errc
+		// A shutdown that came before the listener goroutine started
+		// serving finds nothing to stop: closing ln ends it either way.
+		ln.Close()
+		if err = <-errc; errors.Is(err, net.ErrClosed) {
+			err = nil
+		}
 	}
 	s.cancel()
 	s.wg.Wait()

@@ -3,6 +3,7 @@ package app
 import (
 	"net/http"
 	"testing"
+	"time"
 )
 
 func TestHealthAndReady(t *testing.T) {
@@ -18,5 +19,20 @@ func TestHealthAndReady(t *testing.T) {
 				t.Errorf("ready: got %d %s", status, body)
 			}
 		})
+	}
+}
+
+// TestStopRightAfterStart stops servers before their listener goroutine
+// has necessarily started: each must still stop promptly.
+func TestStopRightAfterStart(t *testing.T) {
+	for range 10 {
+		ts := startServer(t, "sqlite", nil)
+		done := make(chan struct{})
+		go func() { ts.stop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("server did not stop within 5s of a stop right after start")
+		}
 	}
 }

@@ -474,6 +474,7 @@ func (r *runner) window(ctx context.Context, name string, cn *connected, ch *cha
 		cn.obs.reset()
 	}
 	r.progress("shape %s: %.0f changes/s for %v", name, rate, dur)
+	m0 := r.scrape(ctx)
 	c0 := r.cpu.sample()
 	st := ch.run(ctx, m, rate, dur, r.c.inflight, cn.f.perUser)
 	deadline := time.Now().Add(r.c.drain)
@@ -481,6 +482,7 @@ func (r *runner) window(ctx context.Context, name string, cn *connected, ch *cha
 		time.Sleep(20 * time.Millisecond)
 	}
 	c1 := r.cpu.sample()
+	m1 := r.scrape(ctx)
 	x := &result{
 		Shape: name, Sockets: cn.ok, Users: len(cn.users), Rate: rate, Duration: dur,
 		Changes: st.made, ChangeErrors: st.errors, Expected: st.expected,
@@ -493,9 +495,12 @@ func (r *runner) window(ctx context.Context, name string, cn *connected, ch *cha
 	if cn.obs != nil {
 		x.Published, x.PubGaps = cn.obs.msgs.Load(), cn.obs.gaps.Load()
 		if x.PubGaps > 0 {
-			x.Notes = append(x.Notes, fmt.Sprintf("Redis delivered %d of %d publications after a later seq of the same user (%.1f%%): each made every socket of its user read the event log",
+			x.Notes = append(x.Notes, fmt.Sprintf("Redis delivered %d of %d publications after a later seq of the same user (%.1f%%): every socket of the user saw a gap",
 				x.PubGaps, x.Published, 100*float64(x.PubGaps)/float64(x.Published)))
 		}
+	}
+	if note := metricsNote(m0, m1); note != "" {
+		x.Notes = append(x.Notes, note)
 	}
 	x.Made = float64(st.made+st.errors) / st.took.Seconds()
 	x.Loss = max(0, x.Expected-x.Received)
