@@ -47,7 +47,7 @@ e2e:
 
 # Benchmarks (bench/README.md). `make bench` starts a cluster with deploy/cluster.sh,
 # runs the load tool's standard shapes against it and prints the results table (about
-# 6 minutes; SHAPES=a,c or LOAD_FLAGS=... to narrow it). `make bench-go` runs the Go
+# 5 minutes; SHAPES=a,c or LOAD_FLAGS=... to narrow it). `make bench-go` runs the Go
 # benchmarks once each, as a smoke test (CI); BENCHTIME=2s for numbers.
 BENCHTIME ?= 1x
 BENCH_PKGS = ./realtime/ ./store/ ./app/ ./app/auth/
@@ -60,21 +60,40 @@ bench-go:
 	$(GO) test -run '^$$' -bench . -benchtime=$(BENCHTIME) -benchmem $(BENCH_PKGS)
 
 # Fuzzing: every fuzz target, one after the other, for FUZZTIME each (CI: the
-# default, about 80 s in all). The seed corpora are in each package's
+# default; 11 targets x 5 s, plus building each package's instrumented tests
+# once). The seed corpora are in each package's
 # testdata/fuzz/<Target>/ and run with `make test` too; a failure writes the
 # input there (commit it as a regression seed once fixed).
 # `make fuzz FUZZTIME=5m` for a longer run.
-FUZZTIME ?= 6s
+FUZZTIME ?= 5s
 FUZZ_TARGETS = \
 	./realtime/:FuzzParseFrame ./realtime/:FuzzClientFrames \
-	./app/:FuzzDecodeJSON ./app/:FuzzRESTBody ./app/:FuzzRESTQuery \
+	./app/:FuzzDecodeJSON ./app/:FuzzRESTBody ./app/:FuzzRESTQuery ./app/:FuzzChatModelOutput \
 	./app/auth/:FuzzVerify ./app/auth/:FuzzVerifySigned \
 	./agent/:FuzzBuiltinParseIntent ./agent/:FuzzBuiltinRoundTrip ./agent/:FuzzBuiltinChat
 
 .PHONY: fuzz
 fuzz:
-	@set -e; for t in $(FUZZ_TARGETS); do \
-		pkg=$${t%%:*}; name=$${t##*:}; \
+	@set -e; out=$$(mktemp); trap 'rm -f $$out' EXIT; \
+	for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; corpus=$${pkg}testdata/fuzz/$$name; \
+		before=$$(ls $$corpus 2>/dev/null | wc -l); \
 		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg; \
+		if $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg >$$out 2>&1; then \
+			grep -v '^fuzz: elapsed' $$out | grep -v '^PASS' | tail -n 1; \
+		elif grep -qx '    context deadline exceeded' $$out && [ "$$(ls $$corpus 2>/dev/null | wc -l)" = "$$before" ]; then \
+			echo "  passed: no failing input (the run ended with Go's spurious \"context deadline exceeded\", golang/go#75804)"; \
+		else \
+			cat $$out; exit 1; \
+		fi; \
 	done
+
+# The chaos test (chaos/chaos_test.go, build tag chaos): two replicas of the
+# release binary on a private PostgreSQL cluster and a private Redis (none of
+# the machine's own), 300 sockets and a stream of REST, MCP and chat changes,
+# while a replica is SIGKILLed, Redis restarts, PostgreSQL stops, sockets drop.
+# Prints its counts (losses and duplicates must be 0). About 90 s; needs
+# PostgreSQL's server binaries (initdb, pg_ctl) and redis-server.
+.PHONY: chaos
+chaos:
+	$(GO) test -tags chaos -count=1 -timeout 8m -v -run '^TestChaos$$' ./chaos/

@@ -2,6 +2,7 @@ package app
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -281,9 +282,12 @@ func (s *Server) runChat(run *chatRun) {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(run.ctx), s.cfg.RequestTimeout)
 	defer cancel()
+	// The model's text and tool arguments may hold NUL or (arguments) lone
+	// UTF-16 surrogate escapes, which PostgreSQL cannot store (text, jsonb):
+	// they become U+FFFD, on both stores.
 	stored, serr := s.db.CreateChatMessage(sctx, store.ChatMessage{
-		ID: run.msgID, UserID: user, Message: msg, Response: reply.Text,
-		ToolCalls: callsJSON, Status: status, CreatedAt: run.created,
+		ID: run.msgID, UserID: user, Message: msg, Response: strings.ReplaceAll(reply.Text, "\x00", "\uFFFD"),
+		ToolCalls: storableJSON(callsJSON), Status: status, CreatedAt: run.created,
 	})
 	if serr != nil {
 		s.log.Error("store chat message", slog.String("user_id", user), slog.String("chat_id", run.key.id), slog.Any("error", serr))
@@ -566,4 +570,42 @@ func (q *frameQueue) wait(d time.Duration) (frames []sseFrame, open bool) {
 			return nil, true
 		}
 	}
+}
+
+// storableJSON re-encodes data with every NUL and lone surrogate in its
+// strings (and keys) replaced by U+FFFD (encoding/json reads a lone
+// surrogate escape as U+FFFD).
+func storableJSON(data []byte) []byte {
+	if !bytes.Contains(data, []byte(`\u`)) {
+		return data
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if dec.Decode(&v) != nil {
+		return data
+	}
+	var clean func(any) any
+	clean = func(v any) any {
+		switch v := v.(type) {
+		case string:
+			return strings.ReplaceAll(v, "\x00", "\uFFFD")
+		case []any:
+			for i := range v {
+				v[i] = clean(v[i])
+			}
+		case map[string]any:
+			m := make(map[string]any, len(v))
+			for k, x := range v {
+				m[strings.ReplaceAll(k, "\x00", "\uFFFD")] = clean(x)
+			}
+			return m
+		}
+		return v
+	}
+	out, err := json.Marshal(clean(v))
+	if err != nil {
+		return data
+	}
+	return out
 }

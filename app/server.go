@@ -199,9 +199,12 @@ func (s *Server) routes() *fiber.App {
 		// Headers up to 16 KiB: a Better Auth token carries the whole user
 		// row (an image data: URL can be long); the verifier caps it at 8 KiB.
 		ReadBufferSize: 16 << 10,
-		ReadTimeout:    s.cfg.RequestTimeout,
-		WriteTimeout:   s.cfg.RequestTimeout,
-		IdleTimeout:    2 * time.Minute,
+		// Release the connection's read buffer when no bytes are pending: a
+		// hijacked WebSocket would otherwise keep its 16 KiB for its lifetime.
+		ReduceMemoryUsage: true,
+		ReadTimeout:       s.cfg.RequestTimeout,
+		WriteTimeout:      s.cfg.RequestTimeout,
+		IdleTimeout:       2 * time.Minute,
 	})
 	app.Use(recover.New(recover.Config{
 		EnableStackTrace: true,
@@ -228,8 +231,11 @@ func (s *Server) routes() *fiber.App {
 	}
 
 	app.Get("/ws", s.wsAuthenticate, websocket.New(s.wsServe, websocket.Config{
-		ReadBufferSize:  4096,
+		// Inbound frames are small; larger ones are read through the buffer.
+		ReadBufferSize:  1024,
 		WriteBufferSize: 4096,
+		// A write buffer only while a frame is written, not per idle socket.
+		WriteBufferPool: &sync.Pool{},
 	}))
 
 	s.mountMCP(app)

@@ -10,7 +10,7 @@ out=${2:-/tmp/evo-perf.data}
 perf record -q -e cpu-clock -F 499 -a -g -o "$out" -- sleep "$secs" 2>/dev/null
 echo "== CPU by process ($out)"
 perf report -i "$out" --stdio --sort comm -g none 2>/dev/null | grep -v '^#' | grep '%' | head -12
-comm=$(perf report -i "$out" --stdio --sort comm -g none 2>/dev/null | grep -v '^#' | grep -oE '\bevo[-a-z0-9]*$' | head -1 || true)
+comm=$(perf report -i "$out" --stdio --sort comm -g none 2>/dev/null | grep -v '^#' | awk '$3 ~ /^evo/ {print $3; exit}')
 if [[ -n $comm ]]; then
 	echo "== heaviest functions of $comm (children included; % of all samples)"
 	perf report -i "$out" --stdio --comm "$comm" --children --sort sym -g none 2>/dev/null | grep -v '^#' | grep '%' |

@@ -2,8 +2,10 @@ package realtime
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -177,6 +179,7 @@ type Client struct {
 	dirty       bool  // a live sequenced publication was dropped while catching
 	running     bool  // the catch-up goroutine runs
 	resume      *pendingResume
+	wbuf        []byte // the writer's coalescing buffer (writeCoalesced)
 	grace       *time.Timer
 	expiry      *time.Timer
 	expiryGen   uint64
@@ -653,8 +656,14 @@ func (c *Client) writeLoop() {
 }
 
 // writeBatch writes frames until the socket starts closing or a write fails, and
-// returns how many it wrote.
+// returns how many it wrote. Several queued frames go out in one write (see
+// writeCoalesced).
 func (c *Client) writeBatch(batch [][]byte) (int, error) {
+	if len(batch) > 1 {
+		if nc, ok := c.conn.(interface{ NetConn() net.Conn }); ok && !c.closing.Load() {
+			return c.writeCoalesced(nc.NetConn(), batch)
+		}
+	}
 	for i, data := range batch {
 		if c.closing.Load() {
 			return i, nil
@@ -665,6 +674,62 @@ func (c *Client) writeBatch(batch [][]byte) (int, error) {
 		}
 	}
 	return len(batch), nil
+}
+
+// maxCoalesced bounds the bytes framed into one write.
+const maxCoalesced = 64 << 10
+
+// writeCoalesced frames batch as WebSocket text frames (server frames are not
+// masked) and writes them with as few writes as possible: a socket that fell
+// behind (its queue holds many frames) costs one syscall per write, not per
+// frame, and so catches up instead of falling further behind. Writing to the
+// net.Conn directly is safe next to the websocket library's own writes (pongs
+// and close replies from the read goroutine, pings from this goroutine): each
+// is one Write call, and a net.Conn serializes Write calls whole.
+func (c *Client) writeCoalesced(nc net.Conn, batch [][]byte) (int, error) {
+	buf := c.wbuf[:0]
+	sent, start := 0, 0
+	flush := func(end int) error {
+		if len(buf) == 0 {
+			return nil
+		}
+		_ = nc.SetWriteDeadline(time.Now().Add(c.hub.cfg.WriteTimeout))
+		if _, err := nc.Write(buf); err != nil {
+			return err
+		}
+		sent += end - start
+		start = end
+		buf = buf[:0]
+		return nil
+	}
+	for i, data := range batch {
+		if len(buf) > 0 && len(buf)+len(data)+10 > maxCoalesced {
+			if err := flush(i); err != nil {
+				return sent, err
+			}
+		}
+		buf = appendTextFrame(buf, data)
+	}
+	err := flush(len(batch))
+	if cap(buf) <= maxCoalesced+(16<<10) {
+		c.wbuf = buf[:0]
+	}
+	return sent, err
+}
+
+// appendTextFrame appends data as one unmasked, final text frame (RFC 6455 5.2).
+func appendTextFrame(b, data []byte) []byte {
+	n := len(data)
+	switch {
+	case n < 126:
+		b = append(b, 0x81, byte(n))
+	case n <= 0xffff:
+		b = append(b, 0x81, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 0x81, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, data...)
 }
 
 // writeClose sends the close frame, if a code was given, and ends the read loop after

@@ -4,6 +4,7 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -79,7 +80,27 @@ type Verifier struct {
 	lastForced time.Time     // last fetch caused by an unknown kid
 	inflight   chan struct{} // the fetch in flight, closed when it ends; nil if none
 	fetches    int
+
+	// verified remembers tokens whose signature and claims were checked, by SHA-256:
+	// a client sends the same token with every request for its whole life (Better Auth:
+	// 15 minutes), and parsing and verifying it again costs more than the rest of a
+	// REST call. See cached.
+	vmu      sync.RWMutex
+	verified map[[sha256.Size]byte]verifiedToken
 }
+
+// verifiedToken is a checked token: its claims, and until when they may be trusted
+// without checking again: its expiry (plus leeway), but no later than the freshness of
+// the key set it was checked with, so that a key removed from the JWKS stops working
+// as it would without this cache.
+type verifiedToken struct {
+	claims Claims
+	until  time.Time
+}
+
+// maxVerified bounds the verified-token cache; when it is full, expired entries are
+// dropped, and if that is not enough, all of them.
+const maxVerified = 100_000
 
 // retryNoKeys is how long, with no key set at all, requests are answered
 // 503 right away after a failed fetch before the next one is tried.
@@ -134,6 +155,10 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 	case !compactJWS(token):
 		return Claims{}, unauthorized("malformed token: not a compact JWS (header.payload.signature)")
 	}
+	sum := sha256.Sum256([]byte(token))
+	if claims, ok := v.cached(sum); ok {
+		return claims, v.checkUser(ctx, claims.UserID)
+	}
 	msg, err := jws.Parse([]byte(token), jws.WithCompact())
 	if err != nil || len(msg.Signatures()) != 1 {
 		return Claims{}, unauthorized("malformed token")
@@ -179,13 +204,80 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 	if tok.Subject() == "" {
 		return Claims{}, unauthorized("token has no subject (sub)")
 	}
-	if _, err := v.users.GetUser(ctx, tok.Subject()); err != nil {
-		if store.ErrorCode(err) == store.CodeNotFound {
-			return Claims{}, unauthorized("token user does not exist")
-		}
-		return Claims{}, fmt.Errorf("look up token user: %w", err)
+	claims := Claims{UserID: tok.Subject(), Expires: tok.Expiration()}
+	if err := v.checkUser(ctx, claims.UserID); err != nil {
+		return Claims{}, err
 	}
-	return Claims{UserID: tok.Subject(), Expires: tok.Expiration()}, nil
+	v.remember(sum, claims)
+	return claims, nil
+}
+
+// checkUser checks that the token's user exists (every time: a deleted user's tokens
+// stop working at once).
+func (v *Verifier) checkUser(ctx context.Context, id string) error {
+	if _, err := v.users.GetUser(ctx, id); err != nil {
+		if store.ErrorCode(err) == store.CodeNotFound {
+			return unauthorized("token user does not exist")
+		}
+		return fmt.Errorf("look up token user: %w", err)
+	}
+	return nil
+}
+
+// cached returns the claims of a token verified before, if they may still be trusted:
+// the token has not expired and the key set is fresh (when it is not, Verify takes the
+// full path, which refetches it).
+func (v *Verifier) cached(sum [sha256.Size]byte) (Claims, bool) {
+	v.vmu.RLock()
+	e, ok := v.verified[sum]
+	v.vmu.RUnlock()
+	if !ok {
+		return Claims{}, false
+	}
+	now := time.Now()
+	v.mu.Lock()
+	fresh := v.set != nil && now.Before(v.freshUntil)
+	v.mu.Unlock()
+	if !fresh || !now.Before(e.until) {
+		return Claims{}, false
+	}
+	return e.claims, true
+}
+
+// remember caches a verified token until it expires or the key set it was checked
+// with is no longer fresh.
+func (v *Verifier) remember(sum [sha256.Size]byte, claims Claims) {
+	v.mu.Lock()
+	until := v.freshUntil
+	v.mu.Unlock()
+	until = minTime(until, claims.Expires.Add(v.cfg.Leeway))
+	now := time.Now()
+	if !now.Before(until) {
+		return
+	}
+	v.vmu.Lock()
+	defer v.vmu.Unlock()
+	if v.verified == nil {
+		v.verified = make(map[[sha256.Size]byte]verifiedToken)
+	}
+	if len(v.verified) >= maxVerified {
+		for k, e := range v.verified {
+			if !now.Before(e.until) {
+				delete(v.verified, k)
+			}
+		}
+		if len(v.verified) >= maxVerified {
+			clear(v.verified)
+		}
+	}
+	v.verified[sum] = verifiedToken{claims: claims, until: until}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 func claimError(err error) error {

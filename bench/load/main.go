@@ -247,6 +247,9 @@ type result struct {
 	Closed       int64
 	Published    int64 // publications the Redis observer saw
 	PubGaps      int64 // ... that skipped a seq (the missing one came later)
+	PubLateP50   time.Duration
+	PubLateP99   time.Duration // how long after a gap the missing seq arrived
+	PubLateMax   time.Duration
 	DeliveriesPS float64
 	P50, P90     time.Duration
 	P99, Max     time.Duration
@@ -494,6 +497,7 @@ func (r *runner) window(ctx context.Context, name string, cn *connected, ch *cha
 	}
 	if cn.obs != nil {
 		x.Published, x.PubGaps = cn.obs.msgs.Load(), cn.obs.gaps.Load()
+		x.PubLateP50, x.PubLateP99, x.PubLateMax = cn.obs.late.Quantile(0.5), cn.obs.late.Quantile(0.99), cn.obs.late.Max()
 		if x.PubGaps > 0 {
 			x.Notes = append(x.Notes, fmt.Sprintf("Redis delivered %d of %d publications after a later seq of the same user (%.1f%%): every socket of the user saw a gap",
 				x.PubGaps, x.Published, 100*float64(x.PubGaps)/float64(x.Published)))
@@ -654,7 +658,7 @@ func (r *runner) report(w *os.File) {
 			if x.ConnectRate > 0 {
 				conn = fmt.Sprintf("%.0f", x.ConnectRate)
 			}
-			if x.RSSKBPerSock != 0 {
+			if x.RSSKBPerSock > 0 { // a replica's heap shrinking after an earlier shape reads negative
 				kb = fmt.Sprintf("%.1f", x.RSSKBPerSock)
 			}
 			met := "no"
@@ -689,7 +693,11 @@ func (r *runner) report(w *os.File) {
 				fmt.Fprintf(w, "    note: %s\n", n)
 			}
 			if x.Published > 0 {
-				fmt.Fprintf(w, "    Redis: %d publications, %d delivered after a later seq of their user\n", x.Published, x.PubGaps)
+				fmt.Fprintf(w, "    Redis: %d publications, %d delivered after a later seq of their user", x.Published, x.PubGaps)
+				if x.PubGaps > 0 {
+					fmt.Fprintf(w, " (the missing one came p50 %s, p99 %s, max %s later)", ms(x.PubLateP50), ms(x.PubLateP99), ms(x.PubLateMax))
+				}
+				fmt.Fprintln(w)
 			}
 			if x.Dups+x.Gaps+x.Unmatched > 0 {
 				fmt.Fprintf(w, "    frames: %d duplicates, %d after a seq gap, %d unmatched\n", x.Dups, x.Gaps, x.Unmatched)

@@ -20,11 +20,12 @@ type observer struct {
 	ps     *redis.PubSub
 	done   chan struct{}
 
-	last map[string]int64 // by channel; only the read goroutine touches it
+	last    map[string]int64           // by channel; only the read goroutine touches it
+	missing map[string]map[int64]int64 // seqs skipped by a gap, by channel: when the gap was seen
+	late    hist                       // how long after the gap the missing seq came
 
 	msgs   atomic.Int64
 	gaps   atomic.Int64 // seq > last+1: the next one is late
-	late   atomic.Int64 // seq < last: arrived after a later one
 	resets atomic.Bool
 }
 
@@ -33,7 +34,7 @@ func observeRedis(ctx context.Context, url, prefix string, users []benchUser) (*
 	if err != nil {
 		return nil, fmt.Errorf("-redis-url: %w", err)
 	}
-	o := &observer{client: redis.NewClient(opts), done: make(chan struct{}), last: map[string]int64{}}
+	o := &observer{client: redis.NewClient(opts), done: make(chan struct{}), last: map[string]int64{}, missing: map[string]map[int64]int64{}}
 	chans := make([]string, 0, len(users))
 	for _, u := range users {
 		chans = append(chans, prefix+"user:"+u.ID)
@@ -57,7 +58,10 @@ func observeRedis(ctx context.Context, url, prefix string, users []benchUser) (*
 			}
 			if o.resets.Swap(false) {
 				clear(o.last)
+				clear(o.missing)
+				o.late.Reset()
 			}
+			now := since()
 			seq := int64(binary.BigEndian.Uint64([]byte(m.Payload[:8])))
 			o.msgs.Add(1)
 			last, seen := o.last[m.Channel]
@@ -65,8 +69,19 @@ func observeRedis(ctx context.Context, url, prefix string, users []benchUser) (*
 			case !seen || seq == last+1:
 			case seq > last+1:
 				o.gaps.Add(1)
+				miss := o.missing[m.Channel]
+				if miss == nil {
+					miss = map[int64]int64{}
+					o.missing[m.Channel] = miss
+				}
+				for s := last + 1; s < seq && len(miss) < 100000; s++ {
+					miss[s] = now
+				}
 			case seq < last:
-				o.late.Add(1)
+				if t, ok := o.missing[m.Channel][seq]; ok {
+					o.late.Record(time.Duration(now - t))
+					delete(o.missing[m.Channel], seq)
+				}
 				continue
 			}
 			o.last[m.Channel] = max(seq, last)
@@ -79,7 +94,6 @@ func observeRedis(ctx context.Context, url, prefix string, users []benchUser) (*
 func (o *observer) reset() {
 	o.msgs.Store(0)
 	o.gaps.Store(0)
-	o.late.Store(0)
 	o.resets.Store(true)
 }
 

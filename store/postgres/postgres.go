@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -159,59 +161,57 @@ func (db *DB) GetTodo(ctx context.Context, userID, id string) (store.Todo, error
 
 // CreateTodo inserts a todo and appends its todo.created event.
 func (db *DB) CreateTodo(ctx context.Context, userID string, in store.TodoCreate) (store.Event, error) {
-	now := store.Now()
-	return db.change(ctx, userID, store.EventTodoCreated, func(tx pgx.Tx) (store.Todo, error) {
-		return scanTodo(tx.QueryRow(ctx, `
-			INSERT INTO todos (id, user_id, title, description, is_complete, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, false, $5, $5)
-			RETURNING `+todoCols, store.NewID(), userID, in.Title, in.Description, now))
-	})
+	return db.change(ctx, userID, store.EventTodoCreated, `
+		INSERT INTO todos (id, user_id, title, description, is_complete, created_at, updated_at)
+		VALUES ($4, $1, $5, $6, false, $3, $3)`, store.NewID(), in.Title, in.Description)
 }
 
 // UpdateTodo changes a todo and appends its todo.updated event.
 func (db *DB) UpdateTodo(ctx context.Context, userID, id string, in store.TodoUpdate) (store.Event, error) {
-	now := store.Now()
-	return db.change(ctx, userID, store.EventTodoUpdated, func(tx pgx.Tx) (store.Todo, error) {
-		return scanTodo(tx.QueryRow(ctx, `
-			UPDATE todos SET title = COALESCE($3, title), description = COALESCE($4, description),
-				is_complete = COALESCE($5, is_complete), updated_at = $6
-			WHERE id = $1 AND user_id = $2
-			RETURNING `+todoCols, id, userID, in.Title, in.Description, in.IsComplete, now))
-	})
+	return db.change(ctx, userID, store.EventTodoUpdated, `
+		UPDATE todos SET title = COALESCE($5, title), description = COALESCE($6, description),
+			is_complete = COALESCE($7, is_complete), updated_at = $3
+		WHERE id = $4 AND user_id = $1`, id, in.Title, in.Description, in.IsComplete)
 }
 
 // DeleteTodo deletes a todo and appends its todo.deleted event.
 func (db *DB) DeleteTodo(ctx context.Context, userID, id string) (store.Event, error) {
-	return db.change(ctx, userID, store.EventTodoDeleted, func(tx pgx.Tx) (store.Todo, error) {
-		return scanTodo(tx.QueryRow(ctx, `DELETE FROM todos WHERE id = $1 AND user_id = $2 RETURNING `+todoCols, id, userID))
-	})
+	return db.change(ctx, userID, store.EventTodoDeleted, `DELETE FROM todos WHERE id = $4 AND user_id = $1`, id)
 }
 
-// change runs write and appends the event of its result in one transaction.
-// The seq comes from the user's counter row, bumped last so that its row
-// lock, which serializes the user's changes, is held as briefly as possible.
-func (db *DB) change(ctx context.Context, userID, typ string, write func(pgx.Tx) (store.Todo, error)) (store.Event, error) {
-	var ev store.Event
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		todo, err := write(tx)
-		if err != nil {
-			return err
-		}
-		ev = store.Event{Type: typ, Todo: todo, At: store.Now()}
-		data, err := json.Marshal(todo)
-		if err != nil {
-			return err
-		}
-		if err := tx.QueryRow(ctx, `
-			INSERT INTO user_seqs (user_id, seq) VALUES ($1, 1)
-			ON CONFLICT (user_id) DO UPDATE SET seq = user_seqs.seq + 1
-			RETURNING seq`, userID).Scan(&ev.Seq); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO todo_events (user_id, seq, type, todo, created_at) VALUES ($1, $2, $3, $4, $5)`,
-			userID, ev.Seq, typ, data, ev.At)
-		return err
-	})
+// changeSQL runs a todo write (%s; its parameters start at $4) and appends its event
+// in one statement: $1 is the user, $2 the event type, $3 the event's time (also the
+// todo's updated_at). One round trip, and the user's seq row, whose lock serializes
+// the user's changes, is locked only while PostgreSQL runs the statement and commits,
+// not across round trips to the server. No row written (a missing todo): no seq, no
+// event, no rows. The event's todo is the JSON of the row written (as json.Marshal of
+// store.Todo names its fields; times RFC 3339 in UTC with microseconds), built by
+// PostgreSQL since an update's or a delete's row is only known there.
+const changeSQL = `WITH t AS (%s
+	RETURNING id, user_id, title, description, is_complete, created_at, updated_at),
+s AS (
+	INSERT INTO user_seqs (user_id, seq) SELECT $1, 1 FROM t
+	ON CONFLICT (user_id) DO UPDATE SET seq = user_seqs.seq + 1
+	RETURNING seq),
+e AS (
+	INSERT INTO todo_events (user_id, seq, type, todo, created_at)
+	SELECT $1, s.seq, $2, jsonb_build_object(
+		'id', t.id::text, 'user_id', t.user_id, 'title', t.title, 'description', t.description,
+		'is_complete', t.is_complete,
+		'created_at', to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+		'updated_at', to_char(t.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')),
+		$3
+	FROM t, s
+	RETURNING seq)
+SELECT t.id::text, t.user_id, t.title, t.description, t.is_complete, t.created_at, t.updated_at, e.seq FROM t, e`
+
+// change runs write (see changeSQL) with its event and returns the event.
+func (db *DB) change(ctx context.Context, userID, typ, write string, args ...any) (store.Event, error) {
+	ev := store.Event{Type: typ, At: store.Now()}
+	t := &ev.Todo
+	err := db.pool.QueryRow(ctx, fmt.Sprintf(changeSQL, write), append([]any{userID, typ, ev.At}, args...)...).
+		Scan(&t.ID, &t.UserID, &t.Title, &t.Description, &t.IsComplete, &t.CreatedAt, &t.UpdatedAt, &ev.Seq)
+	t.CreatedAt, t.UpdatedAt = t.CreatedAt.UTC(), t.UpdatedAt.UTC()
 	return ev, wrap(typ, err)
 }
 
@@ -298,10 +298,24 @@ func wrap(op string, err error) error {
 		return err
 	case errors.Is(err, pgx.ErrNoRows):
 		return store.Errorf(store.CodeNotFound, "%s", notFound(op))
-	case errors.As(err, &ce), errors.As(err, &ne), errors.Is(err, context.DeadlineExceeded), pgconn.SafeToRetry(err):
+	case errors.As(err, &ce), errors.As(err, &ne), errors.Is(err, context.DeadlineExceeded), pgconn.SafeToRetry(err),
+		connectionLost(err):
 		return fmt.Errorf("%s: %w: %v", op, store.ErrUnavailable, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
+}
+
+// connectionLost reports an error of a connection that broke mid-query: the
+// server went away (killed or crashed: unexpected EOF; shut down or
+// restarting: SQLSTATE 57P01-57P03; class 08, connection exceptions), or
+// pgx had already closed the connection.
+func connectionLost(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03" || strings.HasPrefix(pe.Code, "08")
+	}
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) ||
+		strings.Contains(err.Error(), "conn closed")
 }
 
 func notFound(op string) string {
