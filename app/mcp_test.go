@@ -622,3 +622,28 @@ func mcpSameJSON(t *testing.T, a, b []byte) bool {
 	jb, _ := json.Marshal(vb)
 	return bytes.Equal(ja, jb)
 }
+
+// TestMCPChangesReachSockets: a change made by an MCP tool goes through the
+// one change path, so it reaches the user's open socket as a todo.* frame.
+func TestMCPChangesReachSockets(t *testing.T) {
+	ts := startServer(t, "sqlite", nil)
+	_, tok := ts.user(t)
+	ws := dialWS(t, ts, tok)
+	ws.expectType("hello")
+	ws.resume(0)
+
+	c, done := mcpHTTP(ts, false)(t, tok)
+	defer done()
+	added := mcpOK[agent.Change](t, c, "add_task", map[string]string{"title": "from an MCP client"})
+	if f := ws.expectType(store.EventTodoCreated); f.Seq != 1 || f.Todo.ID != added.TaskID || f.Todo.Title != "from an MCP client" {
+		t.Fatalf("after add_task: got %+v", f)
+	}
+	mcpOK[agent.Change](t, c, "complete_task", map[string]string{"task_id": added.TaskID})
+	if f := ws.expectType(store.EventTodoUpdated); f.Seq != 2 || !f.Todo.IsComplete {
+		t.Fatalf("after complete_task: got %+v", f)
+	}
+	mcpOK[agent.Change](t, c, "delete_task", map[string]string{"task_id": added.TaskID})
+	if f := ws.expectType(store.EventTodoDeleted); f.Seq != 3 || f.Todo.ID != added.TaskID {
+		t.Fatalf("after delete_task: got %+v", f)
+	}
+}
