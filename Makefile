@@ -97,3 +97,11 @@ fuzz:
 .PHONY: chaos
 chaos:
 	$(GO) test -tags chaos -count=1 -timeout 8m -v -run '^TestChaos$$' ./chaos/
+
+# The soak run (issue 8, bench/soak.sh; not in CI): a fresh cluster on ports 8201, 8202,
+# 8280, SOAK_SOCKETS (5000) mostly idle sockets and SOAK_RATE (50) changes/s for
+# SOAK_DURATION (10m); loss must be 0, and each replica's goroutines, heap in use and RSS
+# must return near their baseline after the clients leave. See bench/README.md, "Soak".
+.PHONY: soak
+soak:
+	bench/soak.sh
