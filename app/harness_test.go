@@ -76,9 +76,21 @@ func startServer(t testing.TB, backend string, env map[string]string) *testServe
 	return startReplica(t, newJWKSServer(t), backend, env)
 }
 
+// startServerWith is startServer with a hook that runs on the Server
+// before it serves: the place to register a route of the test's own.
+func startServerWith(t testing.TB, backend string, setup func(*Server)) *testServer {
+	t.Helper()
+	return startReplicaWith(t, newJWKSServer(t), backend, nil, setup)
+}
+
 // startReplica is startServer with a given JWKS server; replicas that
 // share one, and a DATABASE_URL and REDIS_URL in env, form a cluster.
 func startReplica(t testing.TB, js *jwksServer, backend string, env map[string]string) *testServer {
+	t.Helper()
+	return startReplicaWith(t, js, backend, env, nil)
+}
+
+func startReplicaWith(t testing.TB, js *jwksServer, backend string, env map[string]string, setup func(*Server)) *testServer {
 	t.Helper()
 	vars := map[string]string{
 		"ENVIRONMENT":     "test",
@@ -105,6 +117,9 @@ func startReplica(t testing.TB, js *jwksServer, backend string, env map[string]s
 	if err != nil {
 		cancel()
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(srv)
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -20,7 +19,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/evotodo/evo/store"
-	"github.com/evotodo/evo/store/storetest"
 )
 
 // send is ts.do that also sets headers and returns the response headers.
@@ -731,51 +729,6 @@ func TestTodoRoutesRequireAuth(t *testing.T) {
 			}
 		})
 	}
-}
-
-// startServerWith is startServer with a hook that runs on the Server
-// before it serves: the place to register a route of the test's own.
-func startServerWith(t *testing.T, backend string, setup func(*Server)) *testServer {
-	t.Helper()
-	js := newJWKSServer(t)
-	vars := map[string]string{
-		"ENVIRONMENT":     "test",
-		"BETTER_AUTH_URL": js.URL,
-		"DATA_DIR":        t.TempDir(),
-	}
-	if backend == "postgres" {
-		vars["DATABASE_URL"] = storetest.PostgresURL(t)
-	}
-	cfg, err := LoadConfig(getenv(vars))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := NewServer(ctx, cfg, storetest.Quiet(), ln.Addr().(*net.TCPAddr).Port)
-	if err != nil {
-		cancel()
-		ln.Close()
-		t.Fatal(err)
-	}
-	setup(srv)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("server did not stop within 15s")
-		}
-	})
-	return &testServer{URL: "http://" + ln.Addr().String(), JWKS: js, srv: srv, stop: cancel}
 }
 
 func TestHandlerPanicAnswersInternalErrorAndServerKeepsServing(t *testing.T) {
