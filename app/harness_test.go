@@ -162,6 +162,15 @@ func (ts *testServer) user(t testing.TB) (store.User, string) {
 // or []byte is sent as is) and returns the status and body.
 func (ts *testServer) do(t testing.TB, method, path, token string, body any) (int, []byte) {
 	t.Helper()
+	res, data := roundTrip(t, ts, method, path, token, body, nil)
+	return res.StatusCode, data
+}
+
+// roundTrip is the one request helper of the app tests: an optional bearer
+// token, a body (nil: none; a string or []byte as is; anything else as
+// JSON, with Content-Type application/json) and headers set last.
+func roundTrip(t testing.TB, ts *testServer, method, path, token string, body any, header map[string]string) (*http.Response, []byte) {
+	t.Helper()
 	var r io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -186,16 +195,19 @@ func (ts *testServer) do(t testing.TB, method, path, token string, body any) (in
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
+	defer res.Body.Close()
+	data, err := io.ReadAll(res.Body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, data
+	return res, data
 }
 
 // decode unmarshals data into a new T or fails.
