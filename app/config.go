@@ -88,6 +88,9 @@ type Config struct {
 	// WSResumeGrace is WS_RESUME_GRACE: how long a new socket waits for the
 	// client's resume before it goes live from hello's seq. Default 2s.
 	WSResumeGrace time.Duration `env:"WS_RESUME_GRACE" envDefault:"2s"`
+	// WSGapWait is WS_GAP_WAIT: how long a replica holds a user's events that
+	// arrived after a missing seq before its sockets read the event log. Default 1s.
+	WSGapWait time.Duration `env:"WS_GAP_WAIT" envDefault:"1s"`
 	// EventRetentionCount is EVENT_RETENTION_COUNT: events kept per user for
 	// resume. Default 10000.
 	EventRetentionCount int `env:"EVENT_RETENTION_COUNT" envDefault:"10000"`
@@ -262,6 +265,7 @@ func (c *Config) validate() error {
 		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout}, {"REQUEST_TIMEOUT", c.RequestTimeout},
 		{"EVENT_RETENTION_AGE", c.EventRetentionAge}, {"WS_PING_INTERVAL", c.WSPingInterval},
 		{"WS_PONG_TIMEOUT", c.WSPongTimeout}, {"WS_RESUME_GRACE", c.WSResumeGrace},
+		{"WS_GAP_WAIT", c.WSGapWait},
 	}
 	for _, d := range durations {
 		if d.v <= 0 {

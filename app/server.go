@@ -179,6 +179,7 @@ func (s *Server) openHub(ctx context.Context) error {
 		PongTimeout:     s.cfg.WSPongTimeout,
 		MaxMessageSize:  int64(s.cfg.WSMaxMessageSize),
 		ResumeGrace:     s.cfg.WSResumeGrace,
+		GapWait:         s.cfg.WSGapWait,
 		MaxConnsPerUser: s.cfg.WSMaxConnsPerUser,
 		MaxConns:        s.cfg.WSMaxConns,
 		RateLimit:       s.cfg.WSRateLimit,

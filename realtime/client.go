@@ -112,6 +112,9 @@ func (h *Hub) Serve(ctx context.Context, conn Conn, user string, expires time.Ti
 		c.Close(CloseInternalError, ReasonInternalError)
 	}
 	c.start(seq, expires)
+	if err == nil {
+		h.started(user, seq)
+	}
 	c.readLoop(fh)
 	c.finish()
 	h.unregister(ctx, c)
@@ -129,8 +132,9 @@ func (h *Hub) refuse(conn Conn, code int, reason string) {
 //
 // A client tracks lastSeq, the highest seq it enqueued. A live sequenced publication
 // (from the broker) with seq <= lastSeq is a duplicate and dropped; seq == lastSeq+1 is
-// enqueued; seq > lastSeq+1 reveals a gap (a message lost by the broker) and starts a
-// catch-up. While a catch-up runs ("catching"), live sequenced publications are not
+// enqueued; seq > lastSeq+1 reveals a gap (a message lost: the hub delivers a user's
+// publications in seq order and waits Config.GapWait for a missing one, see sequencer)
+// and starts a catch-up. While a catch-up runs ("catching"), live sequenced publications are not
 // enqueued at all: they only set dirty. The catch-up goroutine (at most one per client,
 // owned by the client) loops: read History.Since(lastSeq, ReplayBatch) without the lock;
 // take the lock; enqueue every event with seq > lastSeq; if the page was full or dirty was
@@ -353,7 +357,7 @@ func (c *Client) deliver(p Publication) {
 		}
 	default:
 		c.hub.cfg.Metrics.CatchUp(CatchUpGap)
-		c.startCatchUpLocked() // gap: the broker lost something
+		c.startCatchUpLocked() // gap: a publication was lost
 	}
 }
 

@@ -42,6 +42,10 @@ type Config struct {
 	RateBurst int
 	// ReplayBatch is the page size of History.Since reads. Default 500.
 	ReplayBatch int
+	// GapWait is how long a user's publication that arrived after a seq gap is held for
+	// the missing one before the sockets read the event log instead (see sequencer).
+	// Default 1s.
+	GapWait time.Duration
 	// Metrics receives the hub's counts (frames, closes, catch-ups, broker calls).
 	// Default: none (NopMetrics).
 	Metrics Metrics
@@ -80,6 +84,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReplayBatch <= 0 {
 		c.ReplayBatch = 500
+	}
+	if c.GapWait <= 0 {
+		c.GapWait = time.Second
 	}
 	if c.Metrics == nil {
 		c.Metrics = NopMetrics{}
@@ -126,7 +133,22 @@ type Hub struct {
 
 type hubShard struct {
 	mu    sync.RWMutex
-	users map[string]map[*Client]struct{}
+	users map[string]*userEntry
+}
+
+// userEntry is one user's sockets on this replica. Lock order: the shard lock, then
+// mu, then a Client's lock.
+type userEntry struct {
+	clients map[*Client]struct{} // under the shard lock
+	mu      sync.Mutex           // orders the user's sequenced deliveries; guards seq
+	seq     sequencer
+}
+
+// fanOut hands p to every socket of the user (shard lock held).
+func (u *userEntry) fanOut(p Publication) {
+	for c := range u.clients {
+		c.deliver(p)
+	}
 }
 
 // NewHub returns a Hub delivering through b, catching clients up from h, and registers
@@ -137,7 +159,7 @@ func NewHub(b Broker, h History, cfg Config, log *slog.Logger) *Hub {
 	}
 	hub := &Hub{broker: b, history: h, cfg: cfg.withDefaults(), log: log, reads: semaphore.NewWeighted(historyReads)}
 	for i := range hub.shards {
-		hub.shards[i].users = make(map[string]map[*Client]struct{})
+		hub.shards[i].users = make(map[string]*userEntry)
 	}
 	b.RegisterEventHandler(brokerEvents{hub})
 	return hub
@@ -174,8 +196,8 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.RLock()
-		for _, cs := range sh.users {
-			for c := range cs {
+		for _, u := range sh.users {
+			for c := range u.clients {
 				c.Close(CloseGoingAway, ReasonGoingAway)
 			}
 		}
@@ -227,18 +249,18 @@ func (h *Hub) register(ctx context.Context, c *Client) (int, string) {
 
 	sh := h.shard(c.user)
 	sh.mu.Lock()
-	cs := sh.users[c.user]
-	if len(cs) >= h.cfg.MaxConnsPerUser {
+	u := sh.users[c.user]
+	if u != nil && len(u.clients) >= h.cfg.MaxConnsPerUser {
 		sh.mu.Unlock()
 		h.conns.Add(-1)
 		return CloseTooManyConnections, ReasonTooManyConnections
 	}
-	if cs == nil {
-		cs = make(map[*Client]struct{})
-		sh.users[c.user] = cs
+	if u == nil {
+		u = &userEntry{clients: make(map[*Client]struct{})}
+		sh.users[c.user] = u
 	}
-	cs[c] = struct{}{}
-	first := len(cs) == 1
+	u.clients[c] = struct{}{}
+	first := len(u.clients) == 1
 	sh.mu.Unlock()
 
 	if first {
@@ -276,34 +298,97 @@ func (h *Hub) remove(c *Client) bool {
 	sh := h.shard(c.user)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	cs := sh.users[c.user]
-	delete(cs, c)
-	if len(cs) == 0 {
-		delete(sh.users, c.user)
-		return true
+	u := sh.users[c.user]
+	if u == nil {
+		return false
 	}
-	return false
+	delete(u.clients, c)
+	if len(u.clients) > 0 {
+		return false
+	}
+	delete(sh.users, c.user)
+	u.mu.Lock()
+	u.seq.stop()
+	u.mu.Unlock()
+	return true
 }
 
-// deliver hands p to every local socket of user. It never blocks: enqueueing is
-// non-blocking and a full queue closes that socket only.
+// deliver hands p to every local socket of user, sequenced publications in seq order
+// (see sequencer). It never blocks: enqueueing is non-blocking and a full queue closes
+// that socket only.
 func (h *Hub) deliver(user string, p Publication) {
 	sh := h.shard(user)
 	sh.mu.RLock()
-	for c := range sh.users[user] {
-		c.deliver(p)
+	defer sh.mu.RUnlock()
+	u := sh.users[user]
+	switch {
+	case u == nil:
+	case p.Seq <= 0:
+		u.fanOut(p)
+	default:
+		u.mu.Lock()
+		if u.seq.push(p, u.fanOut) {
+			h.armGap(user, u)
+		}
+		u.mu.Unlock()
 	}
-	sh.mu.RUnlock()
 }
 
-// resubscribed makes every local socket catch up from History.
+// started tells the user's sequencer the seq a socket was greeted with.
+func (h *Hub) started(user string, seq int64) {
+	sh := h.shard(user)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	if u := sh.users[user]; u != nil {
+		u.mu.Lock()
+		if u.seq.start(seq, u.fanOut) {
+			h.armGap(user, u)
+		}
+		u.mu.Unlock()
+	}
+}
+
+// armGap (u.mu held) starts the wait for the gap before u's held publications.
+func (h *Hub) armGap(user string, u *userEntry) {
+	u.seq.arm(h.cfg.GapWait, func(gen uint64) { h.gapExpired(user, u, gen) })
+}
+
+// gapExpired gives up on a gap: the held publications go out, and the sockets read the
+// missing ones from the log.
+func (h *Hub) gapExpired(user string, u *userEntry, gen uint64) {
+	sh := h.shard(user)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	if sh.users[user] != u {
+		return // the user's last socket left
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.seq.gen != gen {
+		return // released or re-armed meanwhile
+	}
+	after, next := u.seq.high, int64(0)
+	if len(u.seq.held) > 0 {
+		next = u.seq.held[0].Seq
+	}
+	n := u.seq.flush(u.fanOut)
+	h.log.Warn("realtime: seq gap not closed in time, sockets read the event log",
+		slog.String("user", user), slog.Int64("after", after), slog.Int64("next", next),
+		slog.Int("released", n), slog.Duration("waited", h.cfg.GapWait))
+}
+
+// resubscribed releases every held publication and makes every local socket catch up
+// from History.
 func (h *Hub) resubscribed() {
 	h.cfg.Metrics.BrokerResubscribed()
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.RLock()
-		for _, cs := range sh.users {
-			for c := range cs {
+		for _, u := range sh.users {
+			u.mu.Lock()
+			u.seq.flush(u.fanOut)
+			u.mu.Unlock()
+			for c := range u.clients {
 				c.requestCatchUp()
 			}
 		}

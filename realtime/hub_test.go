@@ -462,6 +462,7 @@ func TestHub(t *testing.T) {
 			t.Run("FirstFrameOpensSeam", func(t *testing.T) { testFirstFrame(t, bk) })
 			t.Run("LateAndRepeatedResume", func(t *testing.T) { testLateResume(t, bk) })
 			t.Run("GapCatchUp", func(t *testing.T) { testGap(t, bk) })
+			t.Run("OutOfOrderPublications", func(t *testing.T) { testOutOfOrder(t, bk) })
 			t.Run("PublishedDuringSlowReplay", func(t *testing.T) { testDirty(t, bk) })
 			t.Run("HistoryErrorRetried", func(t *testing.T) { testHistoryError(t, bk) })
 			t.Run("OtherUsersIsolated", func(t *testing.T) { testIsolation(t, bk) })
@@ -669,6 +670,62 @@ func testGap(t *testing.T, bk backend) {
 	emit(t, e.a.hub, e.hist, "u1", 0)
 	seqs, _ := c.seqsUntil(5, 5*time.Second)
 	checkSeqs(t, seqs, span(1, 5))
+}
+
+// testOutOfOrder: publications that reach the replicas out of seq order (published by
+// several requests after their commits) are delivered in order without reading the
+// event log; one that never comes is read from the log after GapWait.
+func testOutOfOrder(t *testing.T, bk backend) {
+	m := newCountMetrics()
+	e := bk.setup(t, Config{GapWait: 300 * time.Millisecond, Metrics: m})
+	ca, cb := dial(t, e.a.url+"u1"), dial(t, e.b.url+"u1")
+	ca.greet(0)
+	cb.greet(0)
+	replayed := m.get("EventsReplayed")
+
+	const n = 200
+	pubs := make([]Publication, n)
+	for i := range pubs {
+		pubs[i] = e.hist.add("u1", 0)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range pubs { // each displaced by up to 10 places
+		j := min(n-1, i+r.IntN(10))
+		pubs[i], pubs[j] = pubs[j], pubs[i]
+	}
+	for i, p := range pubs {
+		hub := e.a.hub
+		if i%2 == 1 {
+			hub = e.b.hub
+		}
+		if err := hub.Publish(context.Background(), "u1", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []*wsClient{ca, cb} {
+		seqs, _ := c.seqsUntil(n, 10*time.Second)
+		checkSeqs(t, seqs, span(1, n))
+	}
+	if got := m.get("CatchUp:" + CatchUpGap); got != 0 {
+		t.Errorf("%d gap catch-ups for publications that were only out of order", got)
+	}
+	if got := m.get("EventsReplayed") - replayed; got != 0 {
+		t.Errorf("%d events read from the log for publications that were only out of order", got)
+	}
+
+	e.hist.add("u1", 0) // committed, never published
+	start := time.Now()
+	emit(t, e.a.hub, e.hist, "u1", 0)
+	for _, c := range []*wsClient{ca, cb} {
+		seqs, _ := c.seqsUntil(n+2, 10*time.Second)
+		checkSeqs(t, seqs, span(n+1, n+2))
+	}
+	if waited := time.Since(start); waited < 300*time.Millisecond {
+		t.Errorf("the lost publication was read from the log after %v, before GapWait", waited)
+	}
+	if got := m.get("CatchUp:" + CatchUpGap); got < 2 {
+		t.Errorf("gap catch-ups = %d, want one per socket", got)
+	}
 }
 
 func testDirty(t *testing.T, bk backend) {
