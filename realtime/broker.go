@@ -8,7 +8,8 @@ import (
 
 // Publication is one message of a user's stream. Seq > 0 marks a durable event from the
 // user's event log (gap-free, monotonic per user); Seq == 0 is ephemeral (chat tokens),
-// delivered best-effort in arrival order. Data is a complete JSON text frame, encoded once.
+// delivered best-effort in arrival order (on the broker an ephemeral publication's seq is
+// minus its hub's id). Data is a complete JSON text frame, encoded once.
 type Publication struct {
 	Seq  int64
 	Data []byte

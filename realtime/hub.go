@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -114,6 +116,9 @@ type Hub struct {
 	history History
 	cfg     Config
 	log     *slog.Logger
+	// id tells this hub's ephemeral publications apart on the broker: they carry -id as
+	// their seq (any seq <= 0 is ephemeral to every hub).
+	id int64
 
 	shards [numShards]hubShard
 	// subLocks serialize a user's first register (broker Subscribe) against their last
@@ -157,7 +162,8 @@ func NewHub(b Broker, h History, cfg Config, log *slog.Logger) *Hub {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	hub := &Hub{broker: b, history: h, cfg: cfg.withDefaults(), log: log, reads: semaphore.NewWeighted(historyReads)}
+	hub := &Hub{broker: b, history: h, cfg: cfg.withDefaults(), log: log, reads: semaphore.NewWeighted(historyReads),
+		id: 1 + rand.Int64N(math.MaxInt64-1)}
 	for i := range hub.shards {
 		hub.shards[i].users = make(map[string]*userEntry)
 	}
@@ -168,19 +174,27 @@ func NewHub(b Broker, h History, cfg Config, log *slog.Logger) *Hub {
 // Conns returns the number of open sockets on this replica.
 func (h *Hub) Conns() int { return int(h.conns.Load()) }
 
-// Publish sends p to every socket of user on every replica (broker channel
-// "user:"+user, to which the broker adds its prefix). If the broker publish fails, p is
-// delivered to this replica's sockets anyway and the error is returned.
+// Publish sends p to every socket of user on every replica: to this replica's sockets
+// at once, to the others through the broker (channel "user:"+user, to which the broker
+// adds its prefix). The copy the broker brings back to this replica is dropped: a
+// sequenced one by the user's sequencer (its seq went out already), an ephemeral one
+// by its origin. If the broker publish fails, the error is returned; the other
+// replicas' sockets then read a sequenced publication from the log after a gap
+// (Config.GapWait), and miss an ephemeral one.
 //
 // Sequenced publications (Seq > 0) must be published only after the transaction that
 // wrote them to the event log committed: the hub relies on finding in History every
 // event it has seen published.
 func (h *Hub) Publish(ctx context.Context, user string, p Publication) error {
+	h.deliver(user, p)
+	wire := p
+	if p.Seq <= 0 {
+		wire.Seq = -h.id
+	}
 	start := time.Now()
-	err := h.broker.Publish(ctx, userChannel(user), encodePublication(p))
+	err := h.broker.Publish(ctx, userChannel(user), encodePublication(wire))
 	h.cfg.Metrics.BrokerPublish(time.Since(start), err)
 	if err != nil {
-		h.deliver(user, p)
 		return fmt.Errorf("publish to user %s: %w", user, err)
 	}
 	return nil
@@ -433,6 +447,12 @@ func (e brokerEvents) HandlePublication(channel string, data []byte) {
 	if err != nil {
 		e.h.log.Warn("realtime: bad publication from broker", slog.String("channel", channel), slog.Any("error", err))
 		return
+	}
+	if p.Seq <= 0 {
+		if p.Seq == -e.h.id {
+			return // this hub's own, delivered when it was published
+		}
+		p.Seq = 0
 	}
 	e.h.deliver(user, p)
 }

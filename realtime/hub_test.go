@@ -463,6 +463,7 @@ func TestHub(t *testing.T) {
 			t.Run("LateAndRepeatedResume", func(t *testing.T) { testLateResume(t, bk) })
 			t.Run("GapCatchUp", func(t *testing.T) { testGap(t, bk) })
 			t.Run("OutOfOrderPublications", func(t *testing.T) { testOutOfOrder(t, bk) })
+			t.Run("EphemeralOncePerSocket", func(t *testing.T) { testEphemeral(t, bk) })
 			t.Run("PublishedDuringSlowReplay", func(t *testing.T) { testDirty(t, bk) })
 			t.Run("HistoryErrorRetried", func(t *testing.T) { testHistoryError(t, bk) })
 			t.Run("OtherUsersIsolated", func(t *testing.T) { testIsolation(t, bk) })
@@ -725,6 +726,44 @@ func testOutOfOrder(t *testing.T, bk backend) {
 	}
 	if got := m.get("CatchUp:" + CatchUpGap); got < 2 {
 		t.Errorf("gap catch-ups = %d, want one per socket", got)
+	}
+}
+
+// testEphemeral: ephemeral publications reach every socket of the user exactly once, in
+// the order their replica published them (its own sockets directly, the others through
+// the broker).
+func testEphemeral(t *testing.T, bk backend) {
+	e := bk.setup(t, Config{})
+	ca, cb := dial(t, e.a.url+"u1"), dial(t, e.b.url+"u1")
+	ca.greet(0)
+	cb.greet(0)
+	const n = 30
+	hubs := []*Hub{e.a.hub, e.b.hub}
+	for i := range n {
+		for h, hub := range hubs {
+			tok := fmt.Appendf(nil, `{"type":"chat.token","user":"%d","seq":%d}`, h, i)
+			if err := hub.Publish(context.Background(), "u1", Publication{Data: tok}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		emit(t, e.a.hub, e.hist, "u1", 0)
+	}
+	for _, c := range []*wsClient{ca, cb} {
+		seqs, others := c.seqsUntil(n, 10*time.Second)
+		checkSeqs(t, seqs, span(1, n))
+		for len(others) < 2*n {
+			others = append(others, c.next())
+		}
+		if f, err := c.read(200 * time.Millisecond); err == nil {
+			t.Fatalf("unexpected frame after the last: %+v", f)
+		}
+		got := map[string][]int64{}
+		for _, f := range others {
+			got[f.User] = append(got[f.User], f.Seq)
+		}
+		for h := range hubs {
+			checkSeqs(t, got[fmt.Sprint(h)], span(0, n-1))
+		}
 	}
 }
 
