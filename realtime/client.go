@@ -660,13 +660,14 @@ func (c *Client) writeLoop() {
 }
 
 // writeBatch writes frames until the socket starts closing or a write fails, and
-// returns how many it wrote. Several queued frames go out in one write (see
-// writeCoalesced).
+// returns how many it wrote. The frames go out framed by the hub, several in one
+// write (see writeCoalesced), when the Conn exposes its net.Conn.
 func (c *Client) writeBatch(batch [][]byte) (int, error) {
-	if len(batch) > 1 {
-		if nc, ok := c.conn.(interface{ NetConn() net.Conn }); ok && !c.closing.Load() {
-			return c.writeCoalesced(nc.NetConn(), batch)
+	if nc, ok := c.conn.(interface{ NetConn() net.Conn }); ok {
+		if c.closing.Load() {
+			return 0, nil
 		}
+		return c.writeCoalesced(nc.NetConn(), batch)
 	}
 	for i, data := range batch {
 		if c.closing.Load() {

@@ -40,6 +40,7 @@ func BenchmarkHubFanOut(b *testing.B) {
 			for i := range conns {
 				c := dialWith(b, d, r.url+"u1")
 				c.greet(0)
+				_ = c.conn.SetReadDeadline(time.Time{}) // greet's: the readers wait as long as the benchmark runs
 				conns[i] = c.conn
 			}
 			for _, c := range conns {
