@@ -331,31 +331,38 @@ func newRouteTable(routes []fiber.Route) routeTable {
 // match returns the pattern of the route serving path, whatever its
 // method, or "unmatched".
 func (t routeTable) match(path string) string {
-	segs := pathSegments(path)
+	path = strings.Trim(path, "/") // as pathSegments: no allocation per request
 	for _, p := range t {
-		if p.matches(segs) {
+		if p.matches(path) {
 			return p.pattern
 		}
 	}
 	return unmatchedRoute
 }
 
-func (p routePattern) matches(segs []string) bool {
-	for i, s := range p.segs {
-		switch {
-		case s == "*":
+// matches reports whether path, trimmed of its slashes, has the pattern's
+// segments (those of pathSegments(path)).
+func (p routePattern) matches(path string) bool {
+	rest, more := path, path != "" // more: a segment is left in rest
+	for _, s := range p.segs {
+		if s == "*" {
 			return true
-		case i >= len(segs):
+		}
+		if !more {
 			return false
+		}
+		var seg string
+		seg, rest, more = strings.Cut(rest, "/")
+		switch {
 		case strings.HasPrefix(s, ":"):
-			if segs[i] == "" {
+			if seg == "" {
 				return false
 			}
-		case !strings.EqualFold(s, segs[i]): // Fiber routes are case-insensitive
+		case !strings.EqualFold(s, seg): // Fiber routes are case-insensitive
 			return false
 		}
 	}
-	return len(segs) == len(p.segs)
+	return !more
 }
 
 // pathSegments splits a path at its slashes, ignoring the leading and a

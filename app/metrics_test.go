@@ -49,6 +49,7 @@ func TestMetricsRouteLabel(t *testing.T) {
 		{Method: "GET", Path: "/"}, {Method: "GET", Path: "/health"}, {Method: "GET", Path: "/api/todos"},
 		{Method: "POST", Path: "/api/todos"}, {Method: "GET", Path: "/api/todos/:id"}, {Method: "DELETE", Path: "/api/todos/:id"},
 		{Method: "GET", Path: "/api/chat/:user_id"}, {Method: "POST", Path: "/api/dev/token"}, {Method: "GET", Path: "/api/:x/token"},
+		{Method: "GET", Path: "/static/*"},
 	})
 	tests := []struct{ path, want string }{
 		{"/", "/"},
@@ -63,6 +64,17 @@ func TestMetricsRouteLabel(t *testing.T) {
 		{"/api/foo/token", "/api/:x/token"},
 		{"/wp-admin.php", unmatchedRoute},
 		{"/api", unmatchedRoute},
+		{"", "/"},
+		{"//", "/"},
+		{"/api/todos//", "/api/todos"},
+		{"/api//todos", unmatchedRoute},
+		{"/api/todos/x/", "/api/todos/:id"},
+		{"/api/chat//", unmatchedRoute},
+		{"/api//token", unmatchedRoute}, // an empty segment is no parameter
+		{"/static", "/static/*"},        // as Fiber: the wildcard may be empty
+		{"/static/", "/static/*"},
+		{"/static/a", "/static/*"},
+		{"/static/a/b//c", "/static/*"},
 	}
 	for _, tt := range tests {
 		if got := table.match(tt.path); got != tt.want {

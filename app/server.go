@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	gojson "github.com/goccy/go-json"
 	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/cors"
@@ -196,7 +197,10 @@ func (s *Server) routes() *fiber.App {
 		AppName:               "evo",
 		DisableStartupMessage: true,
 		ErrorHandler:          s.handleError,
-		BodyLimit:             s.cfg.BodyLimit,
+		// go-json writes the same bytes as encoding/json (TestJSONEncoder), 3x
+		// faster on a list of todos.
+		JSONEncoder: gojson.Marshal,
+		BodyLimit:   s.cfg.BodyLimit,
 		// Headers up to 16 KiB: a Better Auth token carries the whole user
 		// row (an image data: URL can be long); the verifier caps it at 8 KiB.
 		ReadBufferSize: 16 << 10,

@@ -1,10 +1,10 @@
 package app
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strconv"
-	"strings"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -128,10 +128,10 @@ func (s *Server) deleteTodo(c *fiber.Ctx) error {
 // decodeJSON reads a JSON object into v. Unknown fields are ignored, as the
 // seed did; a value of the wrong type names its field.
 func decodeJSON(body []byte, v any) error {
-	switch strings.TrimSpace(string(body)) {
-	case "":
+	switch trimmed := bytes.TrimSpace(body); {
+	case len(trimmed) == 0:
 		return store.Errorf(store.CodeBadRequest, "request body must be a JSON object")
-	case "null": // json.Unmarshal takes it for an empty object
+	case string(trimmed) == "null": // json.Unmarshal takes it for an empty object
 		return store.Errorf(store.CodeBadRequest, "request body must be a JSON object, got null")
 	}
 	err := json.Unmarshal(body, v)

@@ -96,6 +96,14 @@ func (db *DB) GetUser(ctx context.Context, id string) (store.User, error) {
 	return u, wrap("get user", err)
 }
 
+// UserExists reports whether the user exists: GetUser for callers that need only
+// that (the token verifier, on every request), with no row to decode.
+func (db *DB) UserExists(ctx context.Context, id string) (bool, error) {
+	var ok bool
+	err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM "user" WHERE id = $1)`, id).Scan(&ok)
+	return ok, wrap("get user", err)
+}
+
 // EnsureUser returns the user with this email, creating it if missing. It
 // needs no unique index on email: the "user" table SQLModel created for the
 // Python backend has none, so ON CONFLICT (email) would fail there.
@@ -128,26 +136,47 @@ func scanTodo(row pgx.Row) (store.Todo, error) {
 	return t, err
 }
 
+// listSQL is the count and the page of ListTodos in one statement, one round trip: the
+// count (an index scan of the user's todos) joined with the page (LIMIT rows of the same
+// index, newest first). An empty page (no todos, or skip past the end) is one row with
+// the total and an empty id. The page's columns are NOT NULL in the table; COALESCE only
+// keeps the scan of that empty row simple. user_id is not read back: it is $1.
+const listSQL = `
+SELECT coalesce(p.id::text, ''), coalesce(p.title, ''), p.description,
+	coalesce(p.is_complete, false), coalesce(p.created_at, 'epoch'), coalesce(p.updated_at, 'epoch'), c.total
+FROM (SELECT count(*) AS total FROM todos
+	WHERE user_id = $1 AND ($2::boolean IS NULL OR is_complete = $2)) c
+LEFT JOIN LATERAL (SELECT id, title, description, is_complete, created_at, updated_at FROM todos
+	WHERE user_id = $1 AND ($2::boolean IS NULL OR is_complete = $2)
+	ORDER BY created_at DESC, id DESC OFFSET $3 LIMIT $4) p ON true
+ORDER BY p.created_at DESC, p.id DESC`
+
 // ListTodos returns a page of the user's todos, newest first, and the total.
 func (db *DB) ListTodos(ctx context.Context, userID string, f store.TodoFilter) ([]store.Todo, int, error) {
-	var total int
-	err := db.pool.QueryRow(ctx, `
-		SELECT count(*) FROM todos
-		WHERE user_id = $1 AND ($2::boolean IS NULL OR is_complete = $2)`,
-		userID, f.IsComplete).Scan(&total)
-	if err != nil {
-		return nil, 0, wrap("count todos", err)
-	}
-	rows, err := db.pool.Query(ctx, `
-		SELECT `+todoCols+` FROM todos
-		WHERE user_id = $1 AND ($2::boolean IS NULL OR is_complete = $2)
-		ORDER BY created_at DESC, id DESC OFFSET $3 LIMIT $4`,
-		userID, f.IsComplete, f.Skip, f.Limit)
+	rows, err := db.pool.Query(ctx, listSQL, userID, f.IsComplete, f.Skip, f.Limit)
 	if err != nil {
 		return nil, 0, wrap("list todos", err)
 	}
-	todos, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Todo, error) { return scanTodo(r) })
-	if err != nil {
+	defer rows.Close()
+	todos := make([]store.Todo, 0, min(max(f.Limit, 0), 64))
+	var t store.Todo
+	var total int
+	// One destination for every row: Scan's arguments escape, per row they would cost
+	// two allocations.
+	dest := []any{&t.ID, &t.Title, &t.Description, &t.IsComplete, &t.CreatedAt, &t.UpdatedAt, &total}
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return nil, 0, wrap("list todos", err)
+		}
+		if t.ID == "" { // the page is empty
+			continue
+		}
+		// user_id = $1 compares bytes (deterministic collation): the row's is userID.
+		t.UserID = userID
+		t.CreatedAt, t.UpdatedAt = t.CreatedAt.UTC(), t.UpdatedAt.UTC()
+		todos = append(todos, t)
+	}
+	if err := rows.Err(); err != nil {
 		return nil, 0, wrap("list todos", err)
 	}
 	return todos, total, nil
@@ -161,23 +190,31 @@ func (db *DB) GetTodo(ctx context.Context, userID, id string) (store.Todo, error
 
 // CreateTodo inserts a todo and appends its todo.created event.
 func (db *DB) CreateTodo(ctx context.Context, userID string, in store.TodoCreate) (store.Event, error) {
-	return db.change(ctx, userID, store.EventTodoCreated, `
-		INSERT INTO todos (id, user_id, title, description, is_complete, created_at, updated_at)
-		VALUES ($4, $1, $5, $6, false, $3, $3)`, store.NewID(), in.Title, in.Description)
+	return db.change(ctx, userID, store.EventTodoCreated, createSQL, store.NewID(), in.Title, in.Description)
 }
 
 // UpdateTodo changes a todo and appends its todo.updated event.
 func (db *DB) UpdateTodo(ctx context.Context, userID, id string, in store.TodoUpdate) (store.Event, error) {
-	return db.change(ctx, userID, store.EventTodoUpdated, `
-		UPDATE todos SET title = COALESCE($5, title), description = COALESCE($6, description),
-			is_complete = COALESCE($7, is_complete), updated_at = $3
-		WHERE id = $4 AND user_id = $1`, id, in.Title, in.Description, in.IsComplete)
+	return db.change(ctx, userID, store.EventTodoUpdated, updateSQL, id, in.Title, in.Description, in.IsComplete)
 }
 
 // DeleteTodo deletes a todo and appends its todo.deleted event.
 func (db *DB) DeleteTodo(ctx context.Context, userID, id string) (store.Event, error) {
-	return db.change(ctx, userID, store.EventTodoDeleted, `DELETE FROM todos WHERE id = $4 AND user_id = $1`, id)
+	return db.change(ctx, userID, store.EventTodoDeleted, deleteSQL, id)
 }
+
+// The statements of CreateTodo, UpdateTodo and DeleteTodo (see changeSQL), built once:
+// pgx finds its prepared statement by the SQL text, on every call.
+var (
+	createSQL = fmt.Sprintf(changeSQL, `
+		INSERT INTO todos (id, user_id, title, description, is_complete, created_at, updated_at)
+		VALUES ($4, $1, $5, $6, false, $3, $3)`)
+	updateSQL = fmt.Sprintf(changeSQL, `
+		UPDATE todos SET title = COALESCE($5, title), description = COALESCE($6, description),
+			is_complete = COALESCE($7, is_complete), updated_at = $3
+		WHERE id = $4 AND user_id = $1`)
+	deleteSQL = fmt.Sprintf(changeSQL, `DELETE FROM todos WHERE id = $4 AND user_id = $1`)
+)
 
 // changeSQL runs a todo write (%s; its parameters start at $4) and appends its event
 // in one statement: $1 is the user, $2 the event type, $3 the event's time (also the
@@ -205,11 +242,14 @@ e AS (
 	RETURNING seq)
 SELECT t.id::text, t.user_id, t.title, t.description, t.is_complete, t.created_at, t.updated_at, e.seq FROM t, e`
 
-// change runs write (see changeSQL) with its event and returns the event.
-func (db *DB) change(ctx context.Context, userID, typ, write string, args ...any) (store.Event, error) {
+// change runs query (one of createSQL, updateSQL, deleteSQL) with args ($4 on) and
+// returns the event.
+func (db *DB) change(ctx context.Context, userID, typ, query string, args ...any) (store.Event, error) {
 	ev := store.Event{Type: typ, At: store.Now()}
 	t := &ev.Todo
-	err := db.pool.QueryRow(ctx, fmt.Sprintf(changeSQL, write), append([]any{userID, typ, ev.At}, args...)...).
+	all := make([]any, 0, 3+len(args))
+	all = append(append(all, userID, typ, ev.At), args...)
+	err := db.pool.QueryRow(ctx, query, all...).
 		Scan(&t.ID, &t.UserID, &t.Title, &t.Description, &t.IsComplete, &t.CreatedAt, &t.UpdatedAt, &ev.Seq)
 	t.CreatedAt, t.UpdatedAt = t.CreatedAt.UTC(), t.UpdatedAt.UTC()
 	return ev, wrap(typ, err)
