@@ -1,6 +1,7 @@
 package realtime
 
 import (
+	"cmp"
 	"slices"
 	"time"
 )
@@ -26,8 +27,8 @@ const maxHeld = 1024
 // The first seq is learned from the first socket's hello (start): everything after it
 // is either published or in the log. Publications that arrive before it are held.
 //
-// A sequencer is used under its user's hub entry; its methods run with the shard lock
-// held (read or write), and mu orders concurrent deliveries of one user.
+// A sequencer belongs to its user's hub entry (userEntry) and is used under that entry's
+// mu, with the shard lock held: mu orders concurrent deliveries of one user.
 type sequencer struct {
 	known bool  // high is set
 	high  int64 // highest seq handed on
@@ -49,7 +50,7 @@ func (s *sequencer) push(p Publication, emit func(Publication)) (arm bool) {
 		s.high = p.Seq
 		return s.release(emit)
 	}
-	i, found := slices.BinarySearchFunc(s.held, p.Seq, func(q Publication, seq int64) int { return int(q.Seq - seq) })
+	i, found := slices.BinarySearchFunc(s.held, p.Seq, func(q Publication, seq int64) int { return cmp.Compare(q.Seq, seq) })
 	if found {
 		return false // the same publication twice
 	}
