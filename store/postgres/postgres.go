@@ -137,23 +137,35 @@ func scanTodo(row pgx.Row) (store.Todo, error) {
 }
 
 // listSQL is the count and the page of ListTodos in one statement, one round trip: the
-// count (an index scan of the user's todos) joined with the page (LIMIT rows of the same
-// index, newest first). An empty page (no todos, or skip past the end) is one row with
-// the total and an empty id. The page's columns are NOT NULL in the table; COALESCE only
-// keeps the scan of that empty row simple. user_id is not read back: it is $1.
+// count (an index-only scan of the user's todos) joined with the page (LIMIT rows of the
+// same index, newest first). %s is the filter on is_complete, if any: two statements
+// rather than "$2 IS NULL OR is_complete = $2", whose generic plan (pgx prepares every
+// statement, PostgreSQL switches to the generic plan after five runs) must read every
+// todo of the user from the table to count them. An empty page (no todos, or skip past
+// the end) is one row with the total and an empty id. The page's columns are NOT NULL
+// in the table; COALESCE only keeps the scan of that empty row simple. user_id is not
+// read back: it is $1.
 const listSQL = `
 SELECT coalesce(p.id::text, ''), coalesce(p.title, ''), p.description,
 	coalesce(p.is_complete, false), coalesce(p.created_at, 'epoch'), coalesce(p.updated_at, 'epoch'), c.total
-FROM (SELECT count(*) AS total FROM todos
-	WHERE user_id = $1 AND ($2::boolean IS NULL OR is_complete = $2)) c
+FROM (SELECT count(*) AS total FROM todos WHERE user_id = $1%[1]s) c
 LEFT JOIN LATERAL (SELECT id, title, description, is_complete, created_at, updated_at FROM todos
-	WHERE user_id = $1 AND ($2::boolean IS NULL OR is_complete = $2)
-	ORDER BY created_at DESC, id DESC OFFSET $3 LIMIT $4) p ON true
+	WHERE user_id = $1%[1]s
+	ORDER BY created_at DESC, id DESC OFFSET $2 LIMIT $3) p ON true
 ORDER BY p.created_at DESC, p.id DESC`
+
+var (
+	listAllSQL      = fmt.Sprintf(listSQL, "")
+	listFilteredSQL = fmt.Sprintf(listSQL, " AND is_complete = $4")
+)
 
 // ListTodos returns a page of the user's todos, newest first, and the total.
 func (db *DB) ListTodos(ctx context.Context, userID string, f store.TodoFilter) ([]store.Todo, int, error) {
-	rows, err := db.pool.Query(ctx, listSQL, userID, f.IsComplete, f.Skip, f.Limit)
+	query, args := listAllSQL, []any{userID, f.Skip, f.Limit}
+	if f.IsComplete != nil {
+		query, args = listFilteredSQL, append(args, *f.IsComplete)
+	}
+	rows, err := db.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, 0, wrap("list todos", err)
 	}
