@@ -137,7 +137,7 @@ func (r *runner) agentShape(ctx context.Context) error {
 		hists[i] = h
 		readers.Go(func() { r.llm.readTokens(s.conn, h) })
 	}
-	client := newHTTPClient(4)
+	client := &http.Client{Timeout: callTimeout}
 	first := r.llm.next.Load()
 	c0 := r.cpu.sample()
 	r.progress("agent: %d chats of %d tokens every %v through %s", r.c.agentChats, r.llm.tokens, r.llm.interval, r.httpURL[0])

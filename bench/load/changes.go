@@ -5,20 +5,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // changer makes todo changes through the REST API of the replicas, round-robin.
 type changer struct {
-	client  *http.Client
-	httpURL []string
-	users   []benchUser
-	mode    string // create, update or mixed
+	client *restClient
+	users  []benchUser
+	mode   string // create, update or mixed
 
 	mu    sync.Mutex
 	todos [][]string // the last todosPerUser todo ids of each user, created by the run
@@ -29,20 +28,8 @@ type changer struct {
 // one user (shape c) should not all queue on the same todo row's lock.
 const todosPerUser = 16
 
-func newHTTPClient(conns int) *http.Client {
-	return &http.Client{
-		Timeout: 30 * time.Second,
-		Transport: &http.Transport{
-			MaxIdleConns:        conns * 2,
-			MaxIdleConnsPerHost: conns,
-			IdleConnTimeout:     90 * time.Second,
-			DisableCompression:  true,
-		},
-	}
-}
-
-func newChanger(client *http.Client, httpURL []string, users []benchUser, mode string) *changer {
-	return &changer{client: client, httpURL: httpURL, users: users, mode: mode, todos: make([][]string, len(users)), count: make([]int, len(users))}
+func newChanger(client *restClient, users []benchUser, mode string) *changer {
+	return &changer{client: client, users: users, mode: mode, todos: make([][]string, len(users)), count: make([]int, len(users))}
 }
 
 // changeStats is what a change window did.
@@ -86,7 +73,7 @@ loop:
 				defer func() { <-sem; wg.Done() }()
 				u := j % len(c.users)
 				t0 := time.Now()
-				err := c.change(ctx, m, j, u)
+				err := c.change(m, j, u)
 				st.rest.Record(time.Since(t0))
 				if err != nil {
 					errs.Add(1)
@@ -111,7 +98,7 @@ loop:
 
 // change makes change j for user u: a create or an update (of one of the user's last
 // todosPerUser todos, in turn) whose title names j.
-func (c *changer) change(ctx context.Context, m *measure, j, u int) error {
+func (c *changer) change(m *measure, j, u int) error {
 	c.mu.Lock()
 	k := c.count[u]
 	c.count[u]++
@@ -122,34 +109,26 @@ func (c *changer) change(ctx context.Context, m *measure, j, u int) error {
 	c.mu.Unlock()
 	update := id != "" && (c.mode == "update" || c.mode == "mixed" && k%2 == 1)
 	title := "bench " + m.tag + " " + strconv.Itoa(j)
-	base := c.httpURL[j%len(c.httpURL)]
-	var req *http.Request
-	var err error
+	replica := j % len(c.client.hosts)
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer func() { fasthttp.ReleaseRequest(req); fasthttp.ReleaseResponse(resp) }()
 	if update {
-		req, err = http.NewRequestWithContext(ctx, http.MethodPut, base+"/api/todos/"+id, bytes.NewReader(fmt.Appendf(nil, `{"title":%q}`, title)))
+		c.client.request(req, replica, fasthttp.MethodPut, "/api/todos/"+id, c.users[u].Token, fmt.Appendf(nil, `{"title":%q}`, title))
 	} else {
-		req, err = http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/todos", bytes.NewReader(fmt.Appendf(nil, `{"title":%q,"description":"made by the load tool"}`, title)))
+		c.client.request(req, replica, fasthttp.MethodPost, "/api/todos", c.users[u].Token, fmt.Appendf(nil, `{"title":%q,"description":"made by the load tool"}`, title))
 	}
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.users[u].Token)
-	req.Header.Set("Content-Type", "application/json")
 	m.starts[j].Store(since())
-	resp, err := c.client.Do(req)
-	if err != nil {
+	if err := c.client.do(replica, req, resp); err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("%s %s: %s %s", req.Method, req.URL.Path, resp.Status, bytes.TrimSpace(body))
+	if sc := resp.StatusCode(); sc != fasthttp.StatusOK && sc != fasthttp.StatusCreated {
+		return fmt.Errorf("%s %s: %s %s", req.Header.Method(), req.URI().Path(), status(sc), bytes.TrimSpace(resp.Body()))
 	}
 	if !update {
 		var t struct {
 			ID string `json:"id"`
 		}
-		if json.Unmarshal(body, &t) == nil && t.ID != "" {
+		if json.Unmarshal(resp.Body(), &t) == nil && t.ID != "" {
 			c.mu.Lock()
 			ids := append(c.todos[u], t.ID)
 			c.todos[u] = ids[max(0, len(ids)-todosPerUser):]

@@ -442,7 +442,7 @@ func (r *runner) changeShape(ctx context.Context, name string, n, u int, rates [
 	if cn.ok == 0 {
 		return errors.New("no socket connected")
 	}
-	ch := newChanger(newHTTPClient(r.c.inflight), r.httpURL, cn.users, r.c.mode)
+	ch := newChanger(newRESTClient(r.httpURL, r.c.inflight), cn.users, r.c.mode)
 	for i, rate := range rates {
 		if ctx.Err() != nil {
 			break
@@ -585,7 +585,7 @@ func (r *runner) restShape(ctx context.Context) error {
 	if err := r.setup.seedTodos(ctx, users, 25); err != nil {
 		return err
 	}
-	client := newHTTPClient(r.c.restConc)
+	client := newRESTClient(r.httpURL, r.c.restConc)
 	var notes []string
 	for _, kind := range []string{"list", "change"} {
 		pg, err := r.pgbenchPhase(ctx, kind+".sql")
@@ -595,7 +595,7 @@ func (r *runner) restShape(ctx context.Context) error {
 		evoKind := map[string]string{"list": "list", "change": "create"}[kind]
 		r.progress("rest: Evo %s, %d workers for %v", evoKind, r.c.restConc, r.c.restDuration)
 		c0 := r.cpu.sample()
-		ev := restLoad(ctx, client, r.httpURL, users, evoKind, r.c.restConc, r.c.restDuration)
+		ev := restLoad(ctx, client, users, evoKind, r.c.restConc, r.c.restDuration)
 		ev.CPU = usage(c0, r.cpu.sample())
 		if ev.Errors > 0 {
 			r.note("rest: Evo %s: %d errors, first: %s", evoKind, ev.Errors, ev.FirstErr)

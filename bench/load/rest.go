@@ -4,15 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // restResult is one closed-loop REST or pgbench phase.
@@ -27,10 +28,59 @@ type restResult struct {
 	CPU      cpuUse
 }
 
+// callTimeout bounds each REST call of the tool.
+const callTimeout = 30 * time.Second
+
+// restClient makes the tool's REST calls with fasthttp, which takes less of the CPU the
+// tool shares with the servers than net/http: one HostClient per replica, with at most
+// conns connections each.
+type restClient struct {
+	httpURL []string
+	hosts   []*fasthttp.HostClient
+}
+
+func newRESTClient(httpURL []string, conns int) *restClient {
+	c := &restClient{httpURL: httpURL}
+	for _, u := range httpURL {
+		c.hosts = append(c.hosts, &fasthttp.HostClient{
+			Addr:     strings.TrimPrefix(u, "http://"),
+			MaxConns: conns,
+			// Retry only GETs, as net/http does (when a kept-alive connection was closed).
+			RetryIfErr: func(req *fasthttp.Request, _ int, _ error) (bool, bool) { return false, req.Header.IsGet() },
+		})
+	}
+	return c
+}
+
+// request sets req to method path on replica as the user of token, with body as JSON
+// unless it is nil.
+func (c *restClient) request(req *fasthttp.Request, replica int, method, path, token string, body []byte) {
+	req.Header.SetMethod(method)
+	req.SetRequestURI(c.httpURL[replica] + path)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != nil {
+		req.Header.SetContentType("application/json")
+		req.SetBody(body)
+	}
+}
+
+// do sends req to replica and reads the whole response into resp.
+func (c *restClient) do(replica int, req *fasthttp.Request, resp *fasthttp.Response) error {
+	if err := c.hosts[replica].DoTimeout(req, resp, callTimeout); err != nil {
+		return fmt.Errorf("%s %s: %w", req.Header.Method(), req.URI().FullURI(), err)
+	}
+	return nil
+}
+
+// status is an HTTP status as net/http writes it, e.g. "201 Created".
+func status(code int) string {
+	return strconv.Itoa(code) + " " + fasthttp.StatusMessage(code)
+}
+
 // restLoad runs conc workers for dur, each sending one request after the other to replica
-// w%len(httpURL) as a random user: kind "list" is GET /api/todos?limit=20, "create" is
-// POST /api/todos.
-func restLoad(ctx context.Context, client *http.Client, httpURL []string, users []benchUser, kind string, conc int, dur time.Duration) restResult {
+// w%len(client.hosts) as a random user: kind "list" is GET /api/todos?limit=20, "create"
+// is POST /api/todos.
+func restLoad(ctx context.Context, client *restClient, users []benchUser, kind string, conc int, dur time.Duration) restResult {
 	res := restResult{Name: "evo " + kind, Conc: conc}
 	var lat hist
 	var n, errs atomic.Int64
@@ -41,26 +91,21 @@ func restLoad(ctx context.Context, client *http.Client, httpURL []string, users 
 	for w := range conc {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
-			base := httpURL[w%len(httpURL)]
+			replica := w % len(client.hosts)
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer func() { fasthttp.ReleaseRequest(req); fasthttp.ReleaseResponse(resp) }()
 			for time.Now().Before(deadline) && ctx.Err() == nil {
 				u := users[rng.IntN(len(users))]
-				var req *http.Request
 				if kind == "list" {
-					req, _ = http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/todos?limit=20", nil)
+					client.request(req, replica, fasthttp.MethodGet, "/api/todos?limit=20", u.Token, nil)
 				} else {
-					req, _ = http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/todos",
-						bytes.NewReader([]byte(`{"title":"made by the REST benchmark","description":"made by the load tool"}`)))
-					req.Header.Set("Content-Type", "application/json")
+					client.request(req, replica, fasthttp.MethodPost, "/api/todos", u.Token,
+						[]byte(`{"title":"made by the REST benchmark","description":"made by the load tool"}`))
 				}
-				req.Header.Set("Authorization", "Bearer "+u.Token)
 				t0 := time.Now()
-				resp, err := client.Do(req)
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode >= 300 {
-						err = fmt.Errorf("%s %s: %s", req.Method, req.URL.Path, resp.Status)
-					}
+				err := client.do(replica, req, resp)
+				if err == nil && resp.StatusCode() >= 300 {
+					err = fmt.Errorf("%s %s: %s", req.Header.Method(), req.URI().Path(), status(resp.StatusCode()))
 				}
 				if err != nil {
 					errs.Add(1)
