@@ -50,7 +50,7 @@ e2e:
 # 5 minutes; SHAPES=a,c or LOAD_FLAGS=... to narrow it). `make bench-go` runs the Go
 # benchmarks once each, as a smoke test (CI); BENCHTIME=2s for numbers.
 BENCHTIME ?= 1x
-BENCH_PKGS = ./realtime/ ./store/ ./app/ ./app/auth/
+BENCH_PKGS = ./realtime/ ./store/ ./store/postgres/ ./app/ ./app/auth/
 
 .PHONY: bench bench-go
 bench:
