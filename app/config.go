@@ -134,10 +134,10 @@ type Config struct {
 	// ---- Operations: the REST write limit and /metrics (validated by
 	// validateOps).
 
-	// RateLimitWrites is RATE_LIMIT_WRITES: REST writes (POST, PUT, PATCH
-	// and DELETE on /api/todos) per user per minute (bursts up to it),
-	// counted across replicas in Redis when REDIS_URL is set, else per
-	// replica. Default 120.
+	// RateLimitWrites is RATE_LIMIT_WRITES: writes per user per minute
+	// (bursts up to it), REST (POST, PUT, PATCH and DELETE on /api/todos)
+	// and MCP write tools on /mcp, counted across replicas in Redis when
+	// REDIS_URL is set, else per replica. Default 120.
 	RateLimitWrites int `env:"RATE_LIMIT_WRITES" envDefault:"120"`
 	// MetricsToken is METRICS_TOKEN: when set, GET /metrics requires
 	// "Authorization: Bearer <METRICS_TOKEN>". Empty (default): /metrics is

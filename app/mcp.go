@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,7 +45,7 @@ import (
 // API: no or an invalid token is a 401 JSON error, an unreachable JWKS a
 // 503; the token's user is the one the tools act for.
 func (s *Server) mountMCP(app *fiber.App) {
-	mcpServer := agent.NewMCPServer(loggedTools(agent.Tools(s.todos), s.log), Version,
+	mcpServer := agent.NewMCPServer(loggedTools(limitedTools(agent.Tools(s.todos), s.writes), s.log), Version,
 		server.WithToolHandlerMiddleware(s.metrics.mcpTools))
 	h := server.NewStreamableHTTPServer(mcpServer,
 		server.WithStateLess(true),
@@ -113,6 +114,25 @@ func (w *bufferedResponse) Write(p []byte) (int, error) {
 
 func (w *bufferedResponse) Flush()          {}
 func (w *bufferedResponse) CanStream() bool { return false }
+
+// limitedTools makes every tool that writes take one of the user's writes
+// (RATE_LIMIT_WRITES, the budget REST writes draw on) before it runs; over
+// the limit the call is a rate_limited tool error.
+func limitedTools(tools []agent.Tool, l *userLimit) []agent.Tool {
+	out := slices.Clone(tools)
+	for i, t := range out {
+		if t.ReadOnly {
+			continue
+		}
+		out[i].Run = func(ctx context.Context, userID string, args json.RawMessage) (agent.Result, error) {
+			if _, err := l.allow(ctx, userID); err != nil {
+				return agent.Result{}, err
+			}
+			return t.Run(ctx, userID, args)
+		}
+	}
+	return out
+}
 
 // loggedTools wraps each tool's Run to log what the client is not told:
 // internal errors in full, unavailable dependencies, and panics with their

@@ -17,7 +17,7 @@ import (
 
 // Per-user rate limits.
 //
-// REST writes (RATE_LIMIT_WRITES a minute) and chat messages
+// Writes (REST and MCP tools; RATE_LIMIT_WRITES a minute) and chat messages
 // (CHAT_RATE_LIMIT a minute) are each limited per user by a token bucket
 // that holds one minute's allowance: a user may spend it at once, then gets
 // one more every 60/n seconds. With REDIS_URL the buckets live in Redis
@@ -29,7 +29,7 @@ import (
 // Surfaces of the rate limits: the "surface" label of evo_rate_limited_total,
 // and the Redis key of the limits counted there.
 const (
-	surfaceWrites = "writes" // REST writes to /api/todos
+	surfaceWrites = "writes" // REST writes to /api/todos and MCP write tools
 	surfaceChat   = "chat"   // chat messages (POST /api/chat and chat frames)
 	surfaceWS     = "ws"     // inbound WebSocket frames (WS_RATE_LIMIT, counted by the hub)
 )

@@ -83,6 +83,30 @@ func TestRateLimitWrites(t *testing.T) {
 	})
 }
 
+// TestRateLimitMCPWrites: MCP tool calls that write draw on the user's
+// RATE_LIMIT_WRITES budget, the one REST writes use; over it they are
+// rate_limited tool errors and change nothing; list_tasks is not limited.
+func TestRateLimitMCPWrites(t *testing.T) {
+	ts := startServer(t, "sqlite", map[string]string{"RATE_LIMIT_WRITES": "3"})
+	_, tok := ts.user(t)
+	c, done := mcpHTTP(ts, false)(t, tok)
+	defer done()
+	mcpCall(t, c, "add_task", map[string]string{"title": "one"})
+	mcpCall(t, c, "add_task", map[string]string{"title": "two"})
+	ts.createTodo(t, tok, "three")
+	res := mcpCall(t, c, "add_task", map[string]string{"title": "over"})
+	if got := mcpText(t, res); !res.IsError || !strings.HasPrefix(got, "rate_limited: too many writes: at most 3 a minute; try again in ") {
+		t.Fatalf("4th write through MCP: got isError=%v %q, want rate_limited", res.IsError, got)
+	}
+	if got := mcpText(t, mcpCall(t, c, "list_tasks", nil)); strings.Contains(got, "over") {
+		t.Fatalf("the refused add_task created a todo: %s", got)
+	}
+	if n := restTodos(t, ts, tok).Total; n != 3 {
+		t.Fatalf("todos after the refused call: %d, want 3", n)
+	}
+	expectLimited(t, ts, "POST", "/api/todos", tok, 3)
+}
+
 // expectLimited sends a write that must be refused by a limit of perMinute.
 func expectLimited(t *testing.T, ts *testServer, method, path, token string, perMinute int) {
 	t.Helper()
