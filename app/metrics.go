@@ -57,6 +57,8 @@ type metrics struct {
 	brokerLatency   prometheus.Histogram
 	brokerReceived  prometheus.Counter
 	brokerResubs    prometheus.Counter
+	eventsHeld      prometheus.Counter
+	gapsExpired     prometheus.Counter
 
 	chatRuns     *prometheus.CounterVec
 	chatDuration *prometheus.HistogramVec
@@ -124,6 +126,10 @@ func newMetrics(cfg Config) *metrics {
 	m.reg.MustRegister(m.brokerLatency)
 	m.brokerReceived = counter("evo_broker_received_total", "Publications the broker delivered to this replica.")
 	m.brokerResubs = counter("evo_broker_resubscribes_total", "Times the broker lost its connection and subscribed again.")
+	m.eventsHeld = counter("evo_broker_events_held_total",
+		"Events that reached this replica after a later seq of their user (published out of order) and were held until the missing one came.")
+	m.gapsExpired = counter("evo_broker_gaps_expired_total",
+		"Gaps in a user's seqs still open after WS_GAP_WAIT (a publication was lost): the user's sockets read the log.")
 
 	m.chatRuns = counterVec("evo_chat_runs_total", "Chat runs ended, by outcome (completed, cancelled, failed).", "outcome")
 	m.chatDuration = histogramVec("evo_chat_run_duration_seconds", "Time of one chat run, all its model and tool calls included, by outcome.",
@@ -217,6 +223,8 @@ func (m *metrics) BrokerPublish(d time.Duration, err error) {
 }
 func (m *metrics) BrokerReceive()      { m.brokerReceived.Inc() }
 func (m *metrics) BrokerResubscribed() { m.brokerResubs.Inc() }
+func (m *metrics) EventHeld()          { m.eventsHeld.Inc() }
+func (m *metrics) GapExpired()         { m.gapsExpired.Inc() }
 
 // agent.Metrics: the chat runner's model and tool calls.
 

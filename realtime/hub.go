@@ -341,8 +341,12 @@ func (h *Hub) deliver(user string, p Publication) {
 		u.fanOut(p)
 	default:
 		u.mu.Lock()
+		held := len(u.seq.held)
 		if u.seq.push(p, u.fanOut) {
 			h.armGap(user, u)
+		}
+		if len(u.seq.held) > held {
+			h.cfg.Metrics.EventHeld()
 		}
 		u.mu.Unlock()
 	}
@@ -386,6 +390,7 @@ func (h *Hub) gapExpired(user string, u *userEntry, gen uint64) {
 		next = u.seq.held[0].Seq
 	}
 	n := u.seq.flush(u.fanOut)
+	h.cfg.Metrics.GapExpired()
 	h.log.Warn("realtime: seq gap not closed in time, sockets read the event log",
 		slog.String("user", user), slog.Int64("after", after), slog.Int64("next", next),
 		slog.Int("released", n), slog.Duration("waited", h.cfg.GapWait))

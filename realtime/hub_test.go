@@ -710,6 +710,9 @@ func testOutOfOrder(t *testing.T, bk backend) {
 	if got := m.get("CatchUp:" + CatchUpGap); got != 0 {
 		t.Errorf("%d gap catch-ups for publications that were only out of order", got)
 	}
+	if m.get("EventHeld") == 0 || m.get("GapExpired") != 0 {
+		t.Errorf("EventHeld %d (want some), GapExpired %d (want 0)", m.get("EventHeld"), m.get("GapExpired"))
+	}
 	if got := m.get("EventsReplayed") - replayed; got != 0 {
 		t.Errorf("%d events read from the log for publications that were only out of order", got)
 	}
@@ -726,6 +729,9 @@ func testOutOfOrder(t *testing.T, bk backend) {
 	}
 	if got := m.get("CatchUp:" + CatchUpGap); got < 2 {
 		t.Errorf("gap catch-ups = %d, want one per socket", got)
+	}
+	if got := m.get("GapExpired"); got < 1 {
+		t.Errorf("GapExpired = %d, want at least 1", got)
 	}
 }
 

@@ -38,6 +38,12 @@ type Metrics interface {
 	// BrokerResubscribed is called when the broker lost its connection and subscribed
 	// again (messages may have been lost; every socket catches up).
 	BrokerResubscribed()
+	// EventHeld is called for each sequenced publication that reached this replica
+	// after a gap in its user's seqs and was held for the missing one (see sequencer).
+	EventHeld()
+	// GapExpired is called when a gap stayed open for Config.GapWait: what was held
+	// goes out and the user's sockets read the missing events from the log.
+	GapExpired()
 }
 
 // Reasons of Metrics.CatchUp.
@@ -69,3 +75,5 @@ func (NopMetrics) FrameRateLimited()                  {}
 func (NopMetrics) BrokerPublish(time.Duration, error) {}
 func (NopMetrics) BrokerReceive()                     {}
 func (NopMetrics) BrokerResubscribed()                {}
+func (NopMetrics) EventHeld()                         {}
+func (NopMetrics) GapExpired()                        {}

@@ -46,6 +46,8 @@ func (m *countMetrics) BrokerPublish(_ time.Duration, err error) {
 }
 func (m *countMetrics) BrokerReceive()      { m.add("BrokerReceive", 1) }
 func (m *countMetrics) BrokerResubscribed() { m.add("BrokerResubscribed", 1) }
+func (m *countMetrics) EventHeld()          { m.add("EventHeld", 1) }
+func (m *countMetrics) GapExpired()         { m.add("GapExpired", 1) }
 
 // TestHubMetrics: the hub reports frames sent and dropped, closes by code
 // (a slow consumer, a refusal), catch-ups by reason, replayed events,

@@ -59,6 +59,12 @@ func metricsNote(a, b map[string]float64) string {
 			parts = append(parts, fmt.Sprintf("%.0f %s catch-ups", v, reason))
 		}
 	}
+	if v := d("evo_broker_events_held_total"); v > 0 {
+		parts = append(parts, fmt.Sprintf("%.0f events held for a missing seq", v))
+	}
+	if v := d("evo_broker_gaps_expired_total"); v > 0 {
+		parts = append(parts, fmt.Sprintf("%.0f gaps expired", v))
+	}
 	if v := d("evo_ws_events_replayed_total"); v > 0 {
 		parts = append(parts, fmt.Sprintf("%.0f events replayed from the log", v))
 	}
