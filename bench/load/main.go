@@ -499,7 +499,7 @@ func (r *runner) window(ctx context.Context, name string, cn *connected, ch *cha
 		x.Published, x.PubGaps = cn.obs.msgs.Load(), cn.obs.gaps.Load()
 		x.PubLateP50, x.PubLateP99, x.PubLateMax = cn.obs.late.Quantile(0.5), cn.obs.late.Quantile(0.99), cn.obs.late.Max()
 		if x.PubGaps > 0 {
-			x.Notes = append(x.Notes, fmt.Sprintf("Redis delivered %d of %d publications after a later seq of the same user (%.1f%%): each replica holds such a publication until the missing one came (events held, below)",
+			x.Notes = append(x.Notes, fmt.Sprintf("Redis delivered %d of %d publications after a later seq of the same user (%.1f%%): each replica holds such a publication until the missing one comes (events held, below)",
 				x.PubGaps, x.Published, 100*float64(x.PubGaps)/float64(x.Published)))
 		}
 	}
