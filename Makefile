@@ -47,14 +47,19 @@ e2e:
 
 # Benchmarks (bench/README.md). `make bench` starts a cluster with deploy/cluster.sh,
 # runs the load tool's standard shapes against it and prints the results table (about
-# 5 minutes; SHAPES=a,c or LOAD_FLAGS=... to narrow it). `make bench-go` runs the Go
-# benchmarks once each, as a smoke test (CI); BENCHTIME=2s for numbers.
+# 6 minutes; SHAPES=a,c or LOAD_FLAGS=... to narrow it). `make bench-centrifugo` runs
+# shapes d, a, b, c against two Centrifugo nodes, for comparison (not in CI).
+# `make bench-go` runs the Go benchmarks once each, as a smoke test (CI); BENCHTIME=2s
+# for numbers.
 BENCHTIME ?= 1x
 BENCH_PKGS = ./realtime/ ./store/ ./store/postgres/ ./app/ ./app/auth/
 
-.PHONY: bench bench-go
+.PHONY: bench bench-centrifugo bench-go
 bench:
 	bench/run.sh
+
+bench-centrifugo:
+	bench/centrifugo.sh
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchtime=$(BENCHTIME) -benchmem $(BENCH_PKGS)

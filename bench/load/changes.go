@@ -17,7 +17,8 @@ import (
 type changer struct {
 	client *restClient
 	users  []benchUser
-	mode   string // create, update or mixed
+	mode   string      // create, update or mixed
+	cf     *centrifugo // not nil: a change is a publication through Centrifugo's API
 
 	mu    sync.Mutex
 	todos [][]string // the last todosPerUser todo ids of each user, created by the run
@@ -28,8 +29,8 @@ type changer struct {
 // one user (shape c) should not all queue on the same todo row's lock.
 const todosPerUser = 16
 
-func newChanger(client *restClient, users []benchUser, mode string) *changer {
-	return &changer{client: client, users: users, mode: mode, todos: make([][]string, len(users)), count: make([]int, len(users))}
+func newChanger(client *restClient, users []benchUser, mode string, cf *centrifugo) *changer {
+	return &changer{client: client, users: users, mode: mode, cf: cf, todos: make([][]string, len(users)), count: make([]int, len(users))}
 }
 
 // changeStats is what a change window did.
@@ -99,6 +100,9 @@ loop:
 // change makes change j for user u: a create or an update (of one of the user's last
 // todosPerUser todos, in turn) whose title names j.
 func (c *changer) change(m *measure, j, u int) error {
+	if c.cf != nil {
+		return c.publish(m, j, u)
+	}
 	c.mu.Lock()
 	k := c.count[u]
 	c.count[u]++
@@ -136,4 +140,17 @@ func (c *changer) change(m *measure, j, u int) error {
 		}
 	}
 	return nil
+}
+
+// publish makes change j for user u on Centrifugo: a publication to the user's channel.
+func (c *changer) publish(m *measure, j, u int) error {
+	replica := j % len(c.client.hosts)
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer func() { fasthttp.ReleaseRequest(req); fasthttp.ReleaseResponse(resp) }()
+	c.cf.publish(req, c.client.httpURL[replica], c.users[u], "bench "+m.tag+" "+strconv.Itoa(j))
+	m.starts[j].Store(since())
+	if err := c.client.do(replica, req, resp); err != nil {
+		return err
+	}
+	return publishError(resp)
 }

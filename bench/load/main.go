@@ -72,6 +72,9 @@ type config struct {
 
 	jsonOut string
 	timeout time.Duration
+
+	target     string // evo or centrifugo
+	centrifugo centrifugo
 }
 
 func main() {
@@ -116,7 +119,12 @@ func run() error {
 	flag.DurationVar(&c.agentInterval, "agent-interval", 5*time.Millisecond, "shape agent: time between two tokens of the fake model")
 	flag.StringVar(&c.jsonOut, "json", "", "also write the results as JSON to this file")
 	flag.DurationVar(&c.timeout, "timeout", 30*time.Minute, "stop everything after this long")
+	flag.StringVar(&c.target, "target", "evo", "the server: evo, or centrifugo (shapes a, b, c, d and custom; see bench/centrifugo.sh)")
+	var cfSecret string
+	flag.StringVar(&cfSecret, "centrifugo-secret", "", "-target centrifugo: the HMAC key of connection tokens (client.token.hmac_secret_key)")
+	flag.StringVar(&c.centrifugo.apiKey, "centrifugo-api-key", "", "-target centrifugo: the HTTP API key (http_api.key)")
 	flag.Parse()
+	c.centrifugo.secret = []byte(cfSecret)
 
 	c.replicas = strings.Split(replicas, ",")
 	for _, p := range splitNonEmpty(pids) {
@@ -145,10 +153,17 @@ func run() error {
 		}
 		c.shapes = append(c.shapes, s)
 	}
+	evo := c.target == "evo"
 	switch {
-	case c.databaseURL == "":
+	case c.target != "evo" && c.target != "centrifugo":
+		return fmt.Errorf("-target: %q is not evo or centrifugo", c.target)
+	case !evo && (cfSecret == "" || c.centrifugo.apiKey == ""):
+		return errors.New("-target centrifugo needs -centrifugo-secret and -centrifugo-api-key")
+	case !evo && slices.ContainsFunc(c.shapes, func(s string) bool { return !slices.Contains([]string{"a", "b", "c", "d", "custom"}, s) }):
+		return errors.New("-target centrifugo: only shapes a, b, c, d and custom")
+	case evo && c.databaseURL == "":
 		return errors.New("-database-url (or DATABASE_URL) is required: users are created there")
-	case c.publicURL == "":
+	case evo && c.publicURL == "":
 		return errors.New("-public-url (or PUBLIC_URL) is required: the replicas' dev issuer URL")
 	case c.pids != nil && len(c.pids) != len(c.replicas):
 		return errors.New("-pids: one pid per replica")
@@ -203,7 +218,8 @@ type runner struct {
 	httpURL []string
 	pids    []int
 	cpu     *cpuTracker
-	llm     *fakeLLM // nil without -fake-llm
+	llm     *fakeLLM    // nil without -fake-llm
+	cf      *centrifugo // nil: the target is Evo (then setup is set)
 	out     output
 }
 
@@ -273,9 +289,16 @@ func newRunner(ctx context.Context, c config) (*runner, error) {
 		return nil, fmt.Errorf("raise RLIMIT_NOFILE: %w", err)
 	}
 	r.out.Nofile = strconv.FormatUint(nofile, 10)
+	if c.target == "centrifugo" {
+		r.cf = &c.centrifugo
+	}
 	groups := cpuGroups{servers: map[int]string{}, self: os.Getpid()}
 	for i, hp := range c.replicas {
-		r.wsURL = append(r.wsURL, "ws://"+hp+"/ws")
+		if r.cf != nil {
+			r.wsURL = append(r.wsURL, r.cf.wsURL(hp))
+		} else {
+			r.wsURL = append(r.wsURL, "ws://"+hp+"/ws")
+		}
 		r.httpURL = append(r.httpURL, "http://"+hp)
 		pid := 0
 		if c.pids != nil {
@@ -291,10 +314,13 @@ func newRunner(ctx context.Context, c config) (*runner, error) {
 			}
 		}
 		r.pids = append(r.pids, pid)
-		groups.servers[pid] = fmt.Sprintf("evo%d", i+1)
+		groups.servers[pid] = r.serverName(i)
 		r.out.Servers = append(r.out.Servers, serverInfo{Replica: hp, PID: pid, Nofile: nofileLimit(pid)})
 	}
 	r.cpu = newCPUTracker(groups)
+	if r.cf != nil {
+		return r, nil
+	}
 	if r.setup, err = newSetup(ctx, c.databaseURL, c.dataDir, c.publicURL); err != nil {
 		r.cpu.Close()
 		return nil, err
@@ -308,9 +334,19 @@ func newRunner(ctx context.Context, c config) (*runner, error) {
 	return r, nil
 }
 
+// serverName names replica i in the report: evo1, evo2, or centrifugo1, ...
+func (r *runner) serverName(i int) string {
+	if r.cf != nil {
+		return fmt.Sprintf("centrifugo%d", i+1)
+	}
+	return fmt.Sprintf("evo%d", i+1)
+}
+
 func (r *runner) Close() {
 	r.cpu.Close()
-	r.setup.Close()
+	if r.setup != nil {
+		r.setup.Close()
+	}
 	if r.llm != nil {
 		r.llm.Close()
 	}
@@ -375,12 +411,18 @@ type connected struct {
 // after (after -settle).
 func (r *runner) open(ctx context.Context, name string, n, u int) (*connected, error) {
 	r.progress("shape %s: %d users", name, u)
-	users, err := r.setup.users(ctx, "bench", u, 2*time.Hour)
+	var users []benchUser
+	var err error
+	if r.cf != nil {
+		users, err = r.cf.users("bench", u, 2*time.Hour)
+	} else {
+		users, err = r.setup.users(ctx, "bench", u, 2*time.Hour)
+	}
 	if err != nil {
 		return nil, err
 	}
 	before := r.rss()
-	f := newFleet(u, len(r.wsURL))
+	f := newFleet(u, len(r.wsURL), r.cf)
 	r.progress("shape %s: opening %d sockets", name, n)
 	ok, took := f.connect(ctx, r.wsURL, users, n, r.c.connectConc, r.c.connectRate)
 	cn := &connected{f: f, users: users, ok: ok, rate: float64(ok) / took.Seconds()}
@@ -388,7 +430,7 @@ func (r *runner) open(ctx context.Context, name string, n, u int) (*connected, e
 	if ok < n {
 		r.note("shape %s: %d of %d sockets failed to connect: %s", name, n-ok, n, f.errorSummary())
 	}
-	if r.c.redisURL != "" {
+	if r.c.redisURL != "" && r.cf == nil {
 		if cn.obs, err = observeRedis(ctx, r.c.redisURL, r.c.redisPrefix, users); err != nil {
 			r.note("shape %s: %v", name, err)
 		}
@@ -402,8 +444,8 @@ func (r *runner) open(ctx context.Context, name string, n, u int) (*connected, e
 		if f.perServer[i] > 0 {
 			per = float64(after[i]-before[i]) / float64(f.perServer[i])
 		}
-		cn.rssServers = append(cn.rssServers, fmt.Sprintf("evo%d: %d sockets, RSS %.1f -> %.1f MiB (%.1f KB/socket)",
-			i+1, f.perServer[i], float64(before[i])/1024, float64(after[i])/1024, per))
+		cn.rssServers = append(cn.rssServers, fmt.Sprintf("%s: %d sockets, RSS %.1f -> %.1f MiB (%.1f KB/socket)",
+			r.serverName(i), f.perServer[i], float64(before[i])/1024, float64(after[i])/1024, per))
 	}
 	if ok > 0 {
 		cn.rssPerSock = float64(delta) / float64(ok)
@@ -442,7 +484,7 @@ func (r *runner) changeShape(ctx context.Context, name string, n, u int, rates [
 	if cn.ok == 0 {
 		return errors.New("no socket connected")
 	}
-	ch := newChanger(newRESTClient(r.httpURL, r.c.inflight), cn.users, r.c.mode)
+	ch := newChanger(newRESTClient(r.httpURL, r.c.inflight), cn.users, r.c.mode, r.cf)
 	for i, rate := range rates {
 		if ctx.Err() != nil {
 			break
@@ -638,7 +680,7 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 // report prints the results tables.
 func (r *runner) report(w *os.File) {
 	o := &r.out
-	fmt.Fprintf(w, "\n## Evo load results, %s\n\n", o.Started.Format(time.RFC3339))
+	fmt.Fprintf(w, "\n## Load results (target %s), %s\n\n", r.c.target, o.Started.Format(time.RFC3339))
 	fmt.Fprintf(w, "machine: %s\n", o.Machine)
 	fmt.Fprintf(w, "command: %s\n", o.Command)
 	fmt.Fprintf(w, "load tool RLIMIT_NOFILE %s;", o.Nofile)

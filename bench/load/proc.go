@@ -89,7 +89,7 @@ func readStat(pid int) (procStat, error) {
 
 // cpuGroups maps a process to its group: the server pids by name, the others by comm.
 type cpuGroups struct {
-	servers map[int]string // pid -> "evo1", "evo2"
+	servers map[int]string // pid -> "evo1", "evo2" (or "centrifugo1", ...)
 	self    int
 }
 
@@ -244,7 +244,7 @@ func usage(a, b cpuSample) cpuUse {
 
 // String lists the groups that used at least 0.01 core, biggest first.
 func (u cpuUse) String() string {
-	order := []string{"evo1", "evo2", "postgres", "redis", "nginx", "pgbench", "load", "other"}
+	order := []string{"evo1", "evo2", "centrifugo1", "centrifugo2", "postgres", "redis", "nginx", "pgbench", "load", "other"}
 	var parts []string
 	for _, k := range order {
 		if v, ok := u[k]; ok && v >= 0.01 {

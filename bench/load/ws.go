@@ -58,6 +58,7 @@ type fleet struct {
 	socks     []*sock
 	perUser   []int // live sockets per user index
 	perServer []int // sockets per replica index
+	cf        *centrifugo // nil: the sockets are Evo's
 	errs      map[string]int
 	closeErrs map[string]int
 }
@@ -65,10 +66,12 @@ type fleet struct {
 type sock struct {
 	conn    *fws.Conn
 	lastSeq int64
+	counted bool // lastSeq is known (Evo: from hello; Centrifugo: the first publication)
 }
 
-func newFleet(users, replicas int) *fleet {
-	f := &fleet{perUser: make([]int, users), perServer: make([]int, replicas), errs: map[string]int{}, closeErrs: map[string]int{}}
+// newFleet returns an empty fleet of sockets to Evo, or to Centrifugo if cf is not nil.
+func newFleet(users, replicas int, cf *centrifugo) *fleet {
+	f := &fleet{perUser: make([]int, users), perServer: make([]int, replicas), errs: map[string]int{}, closeErrs: map[string]int{}, cf: cf}
 	f.cur.Store(newMeasure("idle", 0))
 	return f
 }
@@ -105,7 +108,13 @@ func (f *fleet) connect(ctx context.Context, wsURLs []string, users []benchUser,
 		u, r := i%len(users), i%len(wsURLs)
 		wg.Add(1)
 		go func() {
-			s, err := dialAndGreet(ctx, d, wsURLs[r], users[u].Token)
+			var s *sock
+			var err error
+			if f.cf != nil {
+				s, err = f.cf.dial(ctx, d, wsURLs[r], users[u])
+			} else {
+				s, err = dialAndGreet(ctx, d, wsURLs[r], users[u].Token)
+			}
 			<-sem
 			wg.Done()
 			if err != nil {
@@ -164,7 +173,7 @@ func dialAndGreet(ctx context.Context, d *fws.Dialer, url, token string) (*sock,
 	if err := conn.WriteMessage(fws.TextMessage, []byte(`{"type":"resume","since":`+strconv.FormatInt(hello.Seq, 10)+`}`)); err != nil {
 		return fail(err)
 	}
-	s := &sock{conn: conn, lastSeq: hello.Seq}
+	s := &sock{conn: conn, lastSeq: hello.Seq, counted: true}
 	for {
 		_, data, err := conn.ReadMessage()
 		if err != nil {
@@ -245,41 +254,54 @@ func (f *fleet) read(s *sock) {
 		}
 		now := since()
 		m := f.cur.Load()
-		seq, ok := frameSeq(buf)
-		if !ok {
-			m.others.Add(1)
+		if f.cf != nil {
+			f.cf.each(s, buf, func(msg []byte, seq int64, ok bool) { account(s, m, msg, seq, ok, now) })
 			continue
 		}
+		seq, ok := frameSeq(buf)
+		account(s, m, buf, seq, ok, now)
+	}
+}
+
+// account counts a message that arrived at now on s: a change's delivery (ok) with its
+// seq (0: the server does not number them), or something else.
+func account(s *sock, m *measure, msg []byte, seq int64, ok bool, now int64) {
+	if !ok {
+		m.others.Add(1)
+		return
+	}
+	if seq > 0 {
 		switch {
+		case !s.counted:
 		case seq <= s.lastSeq:
 			m.dups.Add(1)
-			continue
+			return
 		case seq > s.lastSeq+1:
 			m.gaps.Add(1)
 		}
-		s.lastSeq = seq
-		i := bytes.Index(buf, m.prefix)
-		if i < 0 {
-			m.unmatched.Add(1)
-			continue
-		}
-		j, ok := leadingInt(buf[i+len(m.prefix):])
-		if !ok || j >= int64(len(m.starts)) {
-			m.unmatched.Add(1)
-			continue
-		}
-		st := m.starts[j].Load()
-		if st == 0 {
-			m.unmatched.Add(1)
-			continue
-		}
-		m.lat.Record(time.Duration(now - st))
-		m.received.Add(1)
-		for {
-			l := m.last.Load()
-			if now <= l || m.last.CompareAndSwap(l, now) {
-				break
-			}
+		s.lastSeq, s.counted = seq, true
+	}
+	i := bytes.Index(msg, m.prefix)
+	if i < 0 {
+		m.unmatched.Add(1)
+		return
+	}
+	j, ok := leadingInt(msg[i+len(m.prefix):])
+	if !ok || j >= int64(len(m.starts)) {
+		m.unmatched.Add(1)
+		return
+	}
+	st := m.starts[j].Load()
+	if st == 0 {
+		m.unmatched.Add(1)
+		return
+	}
+	m.lat.Record(time.Duration(now - st))
+	m.received.Add(1)
+	for {
+		l := m.last.Load()
+		if now <= l || m.last.CompareAndSwap(l, now) {
+			break
 		}
 	}
 }
