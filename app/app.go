@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +48,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log := newLogger(cfg, stderr)
 	switch cmd {
 	case "serve":
+		tuneGC(getenv)
 		return serve(ctx, cfg, log)
 	case "migrate":
 		db, err := openStore(ctx, cfg, log)
@@ -78,6 +80,20 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// defaultGOGC is the garbage collector's target (GOGC) of `evo serve` when the
+// environment sets none. At Go's default, 100, a fresh replica (a small heap) collects
+// several times a second at 1,000 requests/s, and the collections show in the latency
+// tail (bench/README.md: shape a p99 7.6-14.7 ms at 100, 5.2-5.3 ms at 150); 150 still
+// keeps an idle socket under 40 KB of memory (36.5 KB; 200: 41.5 KB).
+const defaultGOGC = 150
+
+// tuneGC sets the GC target to defaultGOGC unless GOGC is set.
+func tuneGC(getenv func(string) string) {
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGOGC)
+	}
 }
 
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {

@@ -2,6 +2,7 @@ package app
 
 import (
 	"net/http"
+	"runtime/debug"
 	"testing"
 	"time"
 )
@@ -34,5 +35,20 @@ func TestStopRightAfterStart(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("server did not stop within 5s of a stop right after start")
 		}
+	}
+}
+
+// TestTuneGC: evo serve collects at GOGC 150 unless the environment sets GOGC, which then
+// stays the runtime's.
+func TestTuneGC(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(prev) })
+	tuneGC(getenv(nil))
+	if got := debug.SetGCPercent(100); got != defaultGOGC {
+		t.Fatalf("GOGC unset: GC percent %d, want %d", got, defaultGOGC)
+	}
+	tuneGC(getenv(map[string]string{"GOGC": "80"}))
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Fatalf("GOGC=80 set: GC percent changed to %d", got)
 	}
 }
