@@ -56,8 +56,8 @@ type fleet struct {
 
 	mu        sync.Mutex
 	socks     []*sock
-	perUser   []int // live sockets per user index
-	perServer []int // sockets per replica index
+	perUser   []int       // live sockets per user index
+	perServer []int       // sockets per replica index
 	cf        *centrifugo // nil: the sockets are Evo's
 	errs      map[string]int
 	closeErrs map[string]int
