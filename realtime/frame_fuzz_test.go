@@ -3,10 +3,9 @@ package realtime
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -87,91 +86,23 @@ func (h fuzzHistory) LastSeq(ctx context.Context, user string) (int64, error) {
 	return h.n, nil
 }
 
-// fuzzConn is an in-memory Conn: ReadMessage returns the queued frames one by
-// one, then signals idle (everything before was handled) and blocks until the
-// connection dies. A close frame kills it at once (the peer answers).
-type fuzzConn struct {
-	mu        sync.Mutex
-	in        []fuzzFrame
-	writes    [][]byte
-	closeCode int
-	idle      chan struct{}
-	idleOnce  sync.Once
-	dead      chan struct{}
-	deadOnce  sync.Once
-	timer     *time.Timer
+// fuzzSent keeps what the hub wrote to a fuzzed socket.
+type fuzzSent struct {
+	mu     sync.Mutex
+	frames [][]byte
 }
 
-type fuzzFrame struct {
-	typ  int
-	data []byte
+func (s *fuzzSent) add(data []byte) {
+	s.mu.Lock()
+	s.frames = append(s.frames, bytes.Clone(data))
+	s.mu.Unlock()
 }
 
-func newFuzzConn(frames []fuzzFrame) *fuzzConn {
-	return &fuzzConn{in: frames, idle: make(chan struct{}), dead: make(chan struct{})}
+func (s *fuzzSent) get() [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.frames)
 }
-
-var errFuzzConnClosed = errors.New("fuzz conn closed")
-
-func (c *fuzzConn) kill() { c.deadOnce.Do(func() { close(c.dead) }) }
-
-func (c *fuzzConn) ReadMessage() (int, []byte, error) {
-	c.mu.Lock()
-	if len(c.in) > 0 {
-		f := c.in[0]
-		c.in = c.in[1:]
-		c.mu.Unlock()
-		select {
-		case <-c.dead:
-			return 0, nil, errFuzzConnClosed
-		default:
-		}
-		return f.typ, f.data, nil
-	}
-	c.mu.Unlock()
-	c.idleOnce.Do(func() { close(c.idle) })
-	<-c.dead
-	return 0, nil, errFuzzConnClosed
-}
-
-func (c *fuzzConn) WriteMessage(_ int, data []byte) error {
-	select {
-	case <-c.dead:
-		return errFuzzConnClosed
-	default:
-	}
-	c.mu.Lock()
-	c.writes = append(c.writes, bytes.Clone(data))
-	c.mu.Unlock()
-	return nil
-}
-
-func (c *fuzzConn) WriteControl(typ int, data []byte, _ time.Time) error {
-	if typ == fws.CloseMessage {
-		c.mu.Lock()
-		if len(data) >= 2 {
-			c.closeCode = int(binary.BigEndian.Uint16(data))
-		}
-		c.mu.Unlock()
-		c.kill()
-	}
-	return nil
-}
-
-func (c *fuzzConn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.timer != nil {
-		c.timer.Stop()
-	}
-	c.timer = time.AfterFunc(time.Until(t), c.kill)
-	return nil
-}
-
-func (c *fuzzConn) SetWriteDeadline(time.Time) error          { return nil }
-func (c *fuzzConn) SetReadLimit(int64)                        {}
-func (c *fuzzConn) SetPongHandler(func(appData string) error) {}
-func (c *fuzzConn) Close() error                              { c.kill(); return nil }
 
 // fuzzEcho is a FrameHandler that answers every application frame with a
 // JSON frame naming its type (what app.Server does is fuzzed in package app).
@@ -214,7 +145,7 @@ func FuzzClientFrames(f *testing.F) {
 		n := int64(events % 12)
 		user := "fuzz" + strconv.FormatInt(fuzzUsers.Add(1), 10)
 		hub.history = fuzzHistory{user: user, n: n} // one iteration at a time
-		var frames []fuzzFrame
+		var frames []memFrame
 		for i, data := range bytes.Split(input, []byte("\n")) {
 			if i == 24 {
 				break
@@ -223,9 +154,10 @@ func FuzzClientFrames(f *testing.F) {
 			if binary&(1<<i) != 0 {
 				typ = fws.BinaryMessage
 			}
-			frames = append(frames, fuzzFrame{typ, data})
+			frames = append(frames, memFrame{typ, data})
 		}
-		conn := newFuzzConn(frames)
+		sent := &fuzzSent{}
+		conn := newMemConn(frames, sent.add)
 		served := make(chan struct{})
 		go func() {
 			defer close(served)
@@ -239,7 +171,7 @@ func FuzzClientFrames(f *testing.F) {
 		}
 		// Let the catch-up started by a resume finish (it is asynchronous).
 		deadline := time.Now().Add(5 * time.Second)
-		for !fuzzSettled(conn, n) && time.Now().Before(deadline) {
+		for !fuzzSettled(conn, sent.get(), n) && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}
 		conn.kill()
@@ -248,43 +180,41 @@ func FuzzClientFrames(f *testing.F) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("Serve did not return within 10s of the connection dying")
 		}
-		checkFuzzWrites(t, conn, n, frames)
+		checkFuzzWrites(t, conn.closedWith(), sent.get(), n, frames)
 	})
 }
 
-// fuzzSettled: the socket closed, or its last frame sent is not a todo
-// event short of n (a replay still running).
-func fuzzSettled(c *fuzzConn, n int64) bool {
+// fuzzSettled: the socket closed, or its last frame sent (of writes) is not a
+// todo event short of n (a replay still running).
+func fuzzSettled(c *memConn, writes [][]byte, n int64) bool {
 	select {
 	case <-c.dead:
 		return true
 	default:
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.writes) == 0 {
+	if len(writes) == 0 {
 		return false
 	}
 	var last struct {
 		Type string `json:"type"`
 		Seq  int64  `json:"seq"`
 	}
-	_ = json.Unmarshal(c.writes[len(c.writes)-1], &last)
+	_ = json.Unmarshal(writes[len(writes)-1], &last)
 	return last.Type != "todo.created" || last.Seq >= n
 }
 
-func checkFuzzWrites(t *testing.T, c *fuzzConn, n int64, in []fuzzFrame) {
+// checkFuzzWrites checks the frames the hub wrote (writes) and the close code it sent
+// (0: none) against the properties of FuzzClientFrames.
+func checkFuzzWrites(t *testing.T, closeCode int, writes [][]byte, n int64, in []memFrame) {
 	t.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closeCode != 0 && c.closeCode != CloseBadRequest {
-		t.Fatalf("closed with %d, want no close or %d", c.closeCode, CloseBadRequest)
+	if closeCode != 0 && closeCode != CloseBadRequest {
+		t.Fatalf("closed with %d, want no close or %d", closeCode, CloseBadRequest)
 	}
-	if len(c.writes) == 0 && c.closeCode == 0 {
+	if len(writes) == 0 && closeCode == 0 {
 		t.Fatal("nothing was sent, not even hello") // a close may overtake the queue
 	}
 	cur, replayed := int64(-1), 0
-	for i, data := range c.writes {
+	for i, data := range writes {
 		var fr struct {
 			Type     string `json:"type"`
 			Seq      *int64 `json:"seq"`
@@ -306,7 +236,7 @@ func checkFuzzWrites(t *testing.T, c *fuzzConn, n int64, in []fuzzFrame) {
 		case "todo.created":
 			s := *fr.Seq
 			if s < 1 || s > n || (cur >= 0 && s != cur+1) {
-				t.Fatalf("frame %d: seq %d after %d (log 1..%d); frames: %q", i, s, cur, n, c.writes)
+				t.Fatalf("frame %d: seq %d after %d (log 1..%d); frames: %q", i, s, cur, n, writes)
 			}
 			cur = s
 			replayed++
@@ -318,7 +248,7 @@ func checkFuzzWrites(t *testing.T, c *fuzzConn, n int64, in []fuzzFrame) {
 		case "resumed":
 			switch {
 			case cur >= 0 && *fr.Seq != cur:
-				t.Fatalf("frame %d: resumed at seq %d, the last seq sent is %d; frames: %q", i, *fr.Seq, cur, c.writes)
+				t.Fatalf("frame %d: resumed at seq %d, the last seq sent is %d; frames: %q", i, *fr.Seq, cur, writes)
 			case cur < 0 && *fr.Seq != fr.Since:
 				t.Fatalf("frame %d: resumed at seq %d with nothing sent after since %d", i, *fr.Seq, fr.Since)
 			case fr.Replayed != replayed:

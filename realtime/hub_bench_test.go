@@ -2,7 +2,6 @@ package realtime
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -96,7 +95,8 @@ func BenchmarkHubDeliver(b *testing.B) {
 			live.Add(n)
 			var serving sync.WaitGroup
 			for range n {
-				fc := newFakeConn(func(data []byte) {
+				resume := []memFrame{{fws.TextMessage, []byte(`{"type":"resume","since":0}`)}}
+				fc := newMemConn(resume, func(data []byte) {
 					switch {
 					case len(data) > 18 && string(data[:18]) == `{"type":"resumed",`:
 						live.Done()
@@ -106,7 +106,6 @@ func BenchmarkHubDeliver(b *testing.B) {
 						}
 					}
 				})
-				fc.in <- []byte(`{"type":"resume","since":0}`)
 				serving.Go(func() { hub.Serve(context.Background(), fc, "u1", time.Time{}, nil) })
 			}
 			live.Wait()
@@ -134,70 +133,4 @@ func BenchmarkHubDeliver(b *testing.B) {
 			b.ReportMetric(float64(b.N)*float64(n)/b.Elapsed().Seconds(), "deliveries/s")
 		})
 	}
-}
-
-// fakeConn is an in-memory Conn: ReadMessage returns the frames sent on in and then
-// blocks until the read deadline passes or the hub writes a close frame; writes go to
-// onWrite.
-type fakeConn struct {
-	in      chan []byte
-	onWrite func([]byte)
-
-	mu    sync.Mutex
-	timer *time.Timer
-	dead  chan struct{}
-	once  sync.Once
-}
-
-func newFakeConn(onWrite func([]byte)) *fakeConn {
-	return &fakeConn{in: make(chan []byte, 4), onWrite: onWrite, dead: make(chan struct{})}
-}
-
-var errFakeClosed = errors.New("fake conn closed")
-
-func (c *fakeConn) kill() { c.once.Do(func() { close(c.dead) }) }
-
-func (c *fakeConn) ReadMessage() (int, []byte, error) {
-	select {
-	case d := <-c.in:
-		return fws.TextMessage, d, nil
-	case <-c.dead:
-		return 0, nil, errFakeClosed
-	}
-}
-
-func (c *fakeConn) WriteMessage(_ int, data []byte) error {
-	select {
-	case <-c.dead:
-		return errFakeClosed
-	default:
-	}
-	c.onWrite(data)
-	return nil
-}
-
-func (c *fakeConn) WriteControl(typ int, _ []byte, _ time.Time) error {
-	if typ == fws.CloseMessage {
-		c.kill() // the peer answers the close at once
-	}
-	return nil
-}
-
-func (c *fakeConn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.timer != nil {
-		c.timer.Stop()
-	}
-	c.timer = time.AfterFunc(time.Until(t), c.kill)
-	return nil
-}
-
-func (c *fakeConn) SetWriteDeadline(time.Time) error          { return nil }
-func (c *fakeConn) SetReadLimit(int64)                        {}
-func (c *fakeConn) SetPongHandler(func(appData string) error) {}
-
-func (c *fakeConn) Close() error {
-	c.kill()
-	return nil
 }
