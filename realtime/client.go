@@ -73,8 +73,9 @@ var pongFrame = []byte(`{"type":"pong"}`)
 //     client refetches its list and continues from M. A since beyond N is answered with
 //     resync too (seq N). A resume after live events started (late or repeated) is
 //     answered with resumed (replayed 0) if the socket already sent everything after S, with
-//     resync if not, and closes the socket with CloseBadRequest if S is beyond what the
-//     socket sent or is not a non-negative integer.
+//     resync if not (once the replay it is running ended, naming the seq it reached), and
+//     closes the socket with CloseBadRequest if S is beyond what the socket sent or is not
+//     a non-negative integer.
 //   - client {"type":"ping"}: server {"type":"pong"}.
 //   - anything else goes to fh; a frame that is not JSON or has no type is answered with
 //     {"type":"error","code":"bad_request",...}; frames over the rate limit with
@@ -183,6 +184,7 @@ type Client struct {
 	dirty       bool  // a live sequenced publication was dropped while catching
 	running     bool  // the catch-up goroutine runs
 	resume      *pendingResume
+	resyncAfter bool // a late resume asked for a resync while catching up: sent when it ends
 	wbuf        []byte // the writer's coalescing buffer (writeCoalesced)
 	grace       *time.Timer
 	expiry      *time.Timer
@@ -433,6 +435,11 @@ func (c *Client) handleResume(raw json.RawMessage) {
 		c.closeLocked(CloseBadRequest, ReasonBadRequest) // claims events this socket never sent
 	case since >= c.base:
 		c.enqueueLocked(resumedFrame(since, c.lastSeq, 0))
+	case c.catching:
+		// As below, but lastSeq is not where the log ends yet: the resync names the seq
+		// the catch-up reaches.
+		c.hub.cfg.Metrics.Resync()
+		c.resyncAfter = true
 	default:
 		// Events base..since were never sent on this socket and cannot be sent in order now.
 		c.hub.cfg.Metrics.Resync()
@@ -562,7 +569,7 @@ func (c *Client) apply(page []Publication, pruned bool, last, since, known int64
 		c.enqueueLocked(resyncFrame(last))
 		c.lastSeq, c.base = last, last
 		c.known = max(c.known, last)
-		c.resume = nil // resync answers it
+		c.resume, c.resyncAfter = nil, false // resync answers them
 		c.dirty = true // read once more after last
 		return true
 	}
@@ -611,6 +618,10 @@ func (c *Client) apply(page []Publication, pruned bool, last, since, known int64
 	if c.resume != nil {
 		c.enqueueLocked(resumedFrame(c.resume.since, c.lastSeq, c.resume.replayed))
 		c.resume = nil
+	}
+	if c.resyncAfter {
+		c.enqueueLocked(resyncFrame(c.lastSeq))
+		c.base, c.resyncAfter = c.lastSeq, false
 	}
 	c.catching = false
 	c.running = false
