@@ -184,7 +184,7 @@ type Client struct {
 	dirty       bool  // a live sequenced publication was dropped while catching
 	running     bool  // the catch-up goroutine runs
 	resume      *pendingResume
-	resyncAfter bool // a late resume asked for a resync while catching up: sent when it ends
+	resyncAfter bool   // a late resume asked for a resync while catching up: sent when it ends
 	wbuf        []byte // the writer's coalescing buffer (writeCoalesced)
 	grace       *time.Timer
 	expiry      *time.Timer
@@ -570,7 +570,7 @@ func (c *Client) apply(page []Publication, pruned bool, last, since, known int64
 		c.lastSeq, c.base = last, last
 		c.known = max(c.known, last)
 		c.resume, c.resyncAfter = nil, false // resync answers them
-		c.dirty = true // read once more after last
+		c.dirty = true                       // read once more after last
 		return true
 	}
 	if len(page) == 0 && known > since && c.known == known {
