@@ -218,18 +218,9 @@ func (r *redisServer) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0"
 
 func (r *redisServer) start(t testing.TB) {
 	t.Helper()
-	logf, err := os.OpenFile(r.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--protected-mode", "no")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	done := startLogged(t, cmd, r.log, "")
 	r.mu.Lock()
 	r.cmd, r.done = cmd, done
 	r.mu.Unlock()
@@ -281,19 +272,9 @@ func (r *replica) WSURL() string { return fmt.Sprintf("ws://127.0.0.1:%d/ws", r.
 
 func (r *replica) start(t testing.TB) {
 	t.Helper()
-	logf, err := os.OpenFile(r.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(logf, "=== %s chaos: starting %s\n", time.Now().UTC().Format(time.RFC3339Nano), r.name)
 	cmd := exec.Command(r.bin, "serve")
 	cmd.Env = append(r.env, "PORT="+strconv.Itoa(r.port))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	done := startLogged(t, cmd, r.log, fmt.Sprintf("=== %s chaos: starting %s\n", time.Now().UTC().Format(time.RFC3339Nano), r.name))
 	r.mu.Lock()
 	r.cmd, r.done = cmd, done
 	r.mu.Unlock()
@@ -370,4 +351,23 @@ func token(t testing.TB, bin string, env []string, email string) string {
 		t.Fatalf("evo token: %v %s", err, stderr)
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// startLogged starts cmd with its output (after banner) appended to the file logPath and
+// returns a channel closed when it exits.
+func startLogged(t testing.TB, cmd *exec.Cmd, logPath, banner string) chan struct{} {
+	t.Helper()
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(logf, banner)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	return done
 }
