@@ -78,11 +78,27 @@ type ModelError struct {
 	Err     error
 }
 
+// Error is the failure for the log: the provider's error text, redacted
+// (Redact; NewModel's models also remove their API key).
 func (e *ModelError) Error() string {
 	if e.Timeout > 0 {
 		return fmt.Sprintf("the model did not answer within %s", e.Timeout)
 	}
-	return "the model provider failed: " + e.Err.Error()
+	return "the model provider failed: " + Redact(e.Err.Error(), "")
+}
+
+// Public is what clients are told: a fixed sentence, with the HTTP status
+// the provider answered if there was one, never the provider's text (it
+// may echo the API key).
+func (e *ModelError) Public() string {
+	var pe *ProviderError
+	switch {
+	case e.Timeout > 0:
+		return e.Error()
+	case errors.As(e.Err, &pe) && pe.Status != 0:
+		return fmt.Sprintf("the model provider failed (it answered HTTP %d); try again later", pe.Status)
+	}
+	return "the model provider failed; try again later"
 }
 
 func (e *ModelError) Unwrap() error { return e.Err }
@@ -96,6 +112,10 @@ type Config struct {
 	// MaxSteps caps the model calls per message; a model still asking for
 	// tools at the last one is stopped with a message. Default 5.
 	MaxSteps int
+	// MaxToolCalls caps the tool calls run per model call: the calls a
+	// model asks for beyond it do not run, and each gets a rate_limited
+	// error result (so the model learns to ask for fewer). Default 10.
+	MaxToolCalls int
 	// Timeout bounds each model call, the whole stream included. Default 60s.
 	Timeout time.Duration
 	// ToolTimeout bounds each tool call. Default 30s.
@@ -110,6 +130,9 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.MaxSteps <= 0 {
 		c.MaxSteps = 5
+	}
+	if c.MaxToolCalls <= 0 {
+		c.MaxToolCalls = 10
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 60 * time.Second
@@ -208,11 +231,17 @@ func (r *Runner) Run(ctx context.Context, req Request, sink Sink) (Reply, error)
 			ai.Parts = append(ai.Parts, c)
 		}
 		msgs = append(msgs, ai)
-		for _, c := range calls {
+		for i, c := range calls {
 			if err := ctx.Err(); err != nil {
 				return reply, err
 			}
-			call, content := r.runTool(ctx, req.UserID, c)
+			var call ToolCall
+			var content string
+			if i < r.cfg.MaxToolCalls {
+				call, content = r.runTool(ctx, req.UserID, c)
+			} else {
+				call, content = r.refuseTool(c, len(calls))
+			}
 			reply.ToolCalls = append(reply.ToolCalls, call)
 			sink.Tool(call)
 			msgs = append(msgs, llms.MessageContent{Role: llms.ChatMessageTypeTool, Parts: []llms.ContentPart{
@@ -297,6 +326,21 @@ func (r *Runner) runTool(ctx context.Context, user string, c llms.ToolCall) (Too
 	if err != nil {
 		return fail(fmt.Errorf("encode %s result: %w", name, err))
 	}
+	return call, string(content)
+}
+
+// refuseTool answers a tool call beyond MaxToolCalls of one step of n
+// calls without running it.
+func (r *Runner) refuseTool(c llms.ToolCall, n int) (ToolCall, string) {
+	err := store.Errorf(store.CodeRateLimited, "at most %d tool calls run per step and you asked for %d: this one did not run; "+
+		"ask for it again in your next step if it is still needed", r.cfg.MaxToolCalls, n)
+	label := c.FunctionCall.Name
+	if _, ok := r.tools[label]; !ok {
+		label = "unknown"
+	}
+	r.cfg.Metrics.ToolCall(label, 0, err)
+	call := ToolCall{Name: c.FunctionCall.Name, Arguments: argumentsJSON(strings.TrimSpace(c.FunctionCall.Arguments)), Error: toolError(err)}
+	content, _ := json.Marshal(map[string]string{"error": call.Error})
 	return call, string(content)
 }
 

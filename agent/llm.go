@@ -6,8 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
+	"github.com/tmc/langchaingo/llms"
 	"github.com/tmc/langchaingo/llms/openai"
 )
 
@@ -105,7 +110,7 @@ func NewModel(cfg ProviderConfig) (Model, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s model: %w", cfg.Provider, err)
 		}
-		return m, nil
+		return redactingModel{model: m, key: cfg.APIKey}, nil
 	}
 	return nil, fmt.Errorf("unknown model provider %q (want %s, %s or %s)", cfg.Provider, ProviderBuiltin, ProviderOpenAI, ProviderOllama)
 }
@@ -138,4 +143,69 @@ func Ping(ctx context.Context, cfg ProviderConfig) error {
 		return fmt.Errorf("%w (%s answered %d)", ErrKeyRejected, cfg.BaseURL, resp.StatusCode)
 	}
 	return nil
+}
+
+// ProviderError is a network model's failure as Evo keeps it: the HTTP
+// status the provider answered (0 if none) and its error text, redacted
+// (see Redact). The provider's original error is not kept: its text may
+// echo the API key. Clients are never shown Detail (ModelError.Public).
+type ProviderError struct {
+	Status int
+	Detail string
+}
+
+func (e *ProviderError) Error() string { return e.Detail }
+
+// redactingModel is a langchaingo model whose errors are ProviderErrors.
+type redactingModel struct {
+	model Model
+	key   string
+}
+
+func (m redactingModel) GenerateContent(ctx context.Context, messages []llms.MessageContent, options ...llms.CallOption) (*llms.ContentResponse, error) {
+	resp, err := m.model.GenerateContent(ctx, messages, options...)
+	if err != nil {
+		msg := err.Error()
+		pe := &ProviderError{Detail: Redact(msg, m.key)}
+		// langchaingo: "API returned unexpected status code: 401: <the body's error.message>"
+		if m := reStatus.FindStringSubmatch(msg); m != nil {
+			pe.Status, _ = strconv.Atoi(m[1])
+		}
+		return resp, pe
+	}
+	return resp, nil
+}
+
+var reStatus = regexp.MustCompile(`status code: ([1-5][0-9][0-9])\b`)
+
+// maxErrorDetail is the most characters of a provider's error text kept for
+// the log.
+const maxErrorDetail = 300
+
+// reSecret matches what reads like a credential: a bearer token, an
+// "api_key=..." pair, a key with a provider's prefix (sk-..., sk-proj-...,
+// gsk_..., xai-...) and any run of 32 or more token characters.
+var reSecret = regexp.MustCompile(`(?i)(bearer\s+|(?:api[_-]?key|token|secret|password|authorization)["']?\s*[:=]\s*["']?(?:bearer\s+)?)[^\s"',;]+` +
+	`|\b(?:sk|pk|rk|gsk|xai|key)[-_][A-Za-z0-9_\-*.]{8,}|[A-Za-z0-9_\-+/=]{32,}`)
+
+// Redact returns s fit for a log line: key (when set) and whatever reads
+// like a credential replaced by [redacted], control characters and runs of
+// white space made one space, and cut to 300 characters.
+func Redact(s, key string) string {
+	if key != "" {
+		s = strings.ReplaceAll(s, key, "[redacted]")
+	}
+	s = reSecret.ReplaceAllStringFunc(s, func(m string) string {
+		if sub := reSecret.FindStringSubmatch(m); sub[1] != "" {
+			return sub[1] + "[redacted]"
+		}
+		return "[redacted]"
+	})
+	s = strings.Join(strings.FieldsFunc(strings.ToValidUTF8(s, "?"), func(r rune) bool {
+		return unicode.IsSpace(r) || unicode.IsControl(r)
+	}), " ")
+	if utf8.RuneCountInString(s) > maxErrorDetail {
+		s = string([]rune(s)[:maxErrorDetail]) + "…"
+	}
+	return s
 }

@@ -224,3 +224,47 @@ func TestLLMPing(t *testing.T) {
 		t.Fatalf("builtin: got %v", err)
 	}
 }
+
+// TestLLMRedact: what a provider's error text may carry of a credential
+// does not reach the log, and the text is cut.
+func TestLLMRedact(t *testing.T) {
+	const key = "my-own-key-42"
+	tests := []struct{ in, want string }{
+		{"API returned unexpected status code: 401: Incorrect API key provided: my-own-key-42.",
+			"API returned unexpected status code: 401: Incorrect API key provided: [redacted]."},
+		{"bad header Authorization: Bearer abc.def", "bad header Authorization: Bearer [redacted]"},
+		{"invalid x-api-key: gsk_0123456789abcdef", "invalid x-api-key: [redacted]"},
+		{"key sk-proj-AbCdEf0123456789 rejected", "key [redacted] rejected"},
+		{"token 0123456789abcdef0123456789abcdef0123 unknown", "token [redacted] unknown"},
+		{"line one\n\tline\x00two", "line one line two"},
+	}
+	for _, tt := range tests {
+		if got := Redact(tt.in, key); got != tt.want {
+			t.Errorf("Redact(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	if got := Redact(strings.Repeat("word ", 200), ""); len([]rune(got)) != maxErrorDetail+1 || !strings.HasSuffix(got, "…") {
+		t.Errorf("long text: got %d characters", len([]rune(got)))
+	}
+}
+
+// TestLLMProviderErrorIsPublic: a provider's error status reaches the
+// client as a fixed sentence with the status; the log form keeps the
+// (redacted) provider text.
+func TestLLMProviderErrorIsPublic(t *testing.T) {
+	e := newBuiltinEnv(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"error":{"message":"bad key `+r.Header.Get("Authorization")+`"}}`, http.StatusUnauthorized)
+	}))
+	defer srv.Close()
+	model, err := NewModel(ProviderConfig{Provider: ProviderOpenAI, BaseURL: srv.URL + "/v1", Model: "m", APIKey: "k-12345"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = NewRunner(model, Tools(e.todos), Config{}, nil).Run(context.Background(), Request{UserID: e.a, Message: "hi"}, &recordSink{})
+	var me *ModelError
+	if !errors.As(err, &me) || me.Public() != "the model provider failed (it answered HTTP 401); try again later" ||
+		strings.Contains(me.Error(), "k-12345") || !strings.Contains(me.Error(), "bad key Bearer [redacted]") {
+		t.Fatalf("got %v / %v", err, me)
+	}
+}

@@ -176,13 +176,16 @@ func openModel(ctx context.Context, cfg Config, log *slog.Logger) (agent.Model, 
 }
 
 // newChatService wires the runner to model and the todo tools (after
-// openHub: the tools need s.todos, the rate limit s.redis).
+// openHub and s.writes: the tools need s.todos, the rate limits s.redis).
 func newChatService(s *Server, model agent.Model) *chatService {
-	runner := agent.NewRunner(model, loggedTools(agent.Tools(s.todos), s.log), agent.Config{
-		MaxSteps:    s.cfg.ChatMaxSteps,
-		Timeout:     s.cfg.LLMTimeout,
-		ToolTimeout: s.cfg.RequestTimeout,
-		Metrics:     s.metrics,
+	// The agent's writes draw on the user's RATE_LIMIT_WRITES budget, as
+	// REST and MCP writes do (after openHub: s.writes).
+	runner := agent.NewRunner(model, loggedTools(limitedTools(agent.Tools(s.todos), s.writes), s.log), agent.Config{
+		MaxSteps:     s.cfg.ChatMaxSteps,
+		MaxToolCalls: s.cfg.ChatMaxToolCalls,
+		Timeout:      s.cfg.LLMTimeout,
+		ToolTimeout:  s.cfg.RequestTimeout,
+		Metrics:      s.metrics,
 	}, s.log)
 	limiter := newUserLimit(s, surfaceChat, "chat messages", s.cfg.ChatRateLimit)
 	return &chatService{runner: runner, limiter: limiter, running: map[chatKey]*chatRun{}}
@@ -264,7 +267,8 @@ func (s *Server) runChat(run *chatRun) {
 		status = chatFailed
 		reply.Text = "" // nothing half-written: only the tool calls that ran are kept
 		s.log.Warn("chat model failed", slog.String("user_id", user), slog.String("chat_id", run.key.id), slog.Any("error", err))
-		run.err = fiber.NewError(http.StatusBadGateway, modelErr.Error())
+		// The log gets the redacted provider error; clients a fixed sentence.
+		run.err = fiber.NewError(http.StatusBadGateway, modelErr.Public())
 	default:
 		status = chatFailed
 		reply.Text = ""

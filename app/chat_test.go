@@ -2,10 +2,12 @@ package app
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -74,8 +76,10 @@ func (r llmRequest) toolResults() []string {
 type llmReply struct {
 	tokens []string
 	calls  []llmCall
-	// status, if set, answers with this HTTP status and an OpenAI error body.
-	status int
+	// status, if set, answers with this HTTP status and an OpenAI error body
+	// (echoing the request's API key if echoKey is set, as some providers do).
+	status  int
+	echoKey bool
 	// abortAfter > 0 breaks the connection after that many tokens.
 	abortAfter int
 	// gateAfter > 0 waits for gate (or the client leaving) after that many tokens.
@@ -128,7 +132,12 @@ func (f *fakeLLM) serve(w http.ResponseWriter, r *http.Request) {
 	if reply.status != 0 {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(reply.status)
-		fmt.Fprintf(w, `{"error":{"message":"scripted failure %d","type":"server_error"}}`, reply.status)
+		msg := fmt.Sprintf("scripted failure %d", reply.status)
+		if reply.echoKey {
+			msg = "Incorrect API key provided: " + strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ") + ". Header was: " + r.Header.Get("Authorization")
+		}
+		body, _ := json.Marshal(map[string]any{"error": map[string]string{"message": msg, "type": "invalid_request_error"}})
+		w.Write(body)
 		return
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -489,7 +498,7 @@ func TestChatProviderFailure(t *testing.T) {
 		message string
 	}{
 		{"MidStream", llmReply{tokens: []string{"Sure, ", "I'll ", "add "}, abortAfter: 2}, nil, "the model provider failed"},
-		{"ErrorStatus", llmReply{status: http.StatusInternalServerError}, nil, "scripted failure 500"},
+		{"ErrorStatus", llmReply{status: http.StatusInternalServerError}, nil, "the model provider failed (it answered HTTP 500)"},
 		{"Timeout", llmReply{hang: true}, []string{"LLM_TIMEOUT", "1s"}, "the model did not answer within 1s"},
 	}
 	for _, tt := range tests {
@@ -522,6 +531,66 @@ func TestChatProviderFailure(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestChatProviderErrorHidesKey: a provider whose error body echoes the
+// API key: the key reaches no client (502 body, SSE events, socket frames,
+// stored exchange, history) and no log line; clients get a fixed sentence
+// and a code, the log the redacted error with the provider's status.
+func TestChatProviderErrorHidesKey(t *testing.T) {
+	const key = "sk-live-9f8e7d6c5b4a3210FEDCBA9876543210"
+	llm := newFakeLLM(t, func(int, llmRequest) llmReply { return llmReply{status: http.StatusUnauthorized, echoKey: true} })
+	var logs syncBuffer
+	ts := startServerLog(t, "postgres", llm.env("LLM_API_KEY", key), slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	u, tok := ts.user(t)
+	ws := live(t, ts, tok)
+
+	var seen []string
+	status, body := ts.do(t, "POST", "/api/chat", tok, map[string]any{"message": "add milk"})
+	if eb := decode[ErrorBody](t, body); status != http.StatusBadGateway || eb.Code != "bad_gateway" ||
+		eb.Detail != "the model provider failed (it answered HTTP 401); try again later" {
+		t.Fatalf("POST: got %d %s", status, body)
+	}
+	seen = append(seen, string(body))
+	for _, f := range ws.chatUntilEnd() {
+		data, _ := json.Marshal(f)
+		seen = append(seen, string(data))
+	}
+	res, sse := roundTrip(t, ts, "POST", "/api/chat", tok, map[string]any{"message": "add milk"}, map[string]string{"Accept": "text/event-stream"})
+	if events := readSSE(t, bytes.NewReader(sse)); res.StatusCode != http.StatusOK || len(events) == 0 || events[len(events)-1].Code != "bad_gateway" {
+		t.Fatalf("SSE: got %d %s", res.StatusCode, sse)
+	}
+	seen = append(seen, string(sse))
+	hist, _ := json.Marshal(ts.chatHistory(t, tok, u.ID))
+	seen = append(seen, string(hist))
+	ts.stop()
+	seen = append(seen, logs.String())
+	for _, s := range seen {
+		if strings.Contains(s, key) || strings.Contains(s, key[8:24]) {
+			t.Fatalf("the API key leaked: %s", s)
+		}
+	}
+	if l := logs.String(); !strings.Contains(l, `"msg":"chat model failed"`) || !strings.Contains(l, "status code: 401") || !strings.Contains(l, "[redacted]") {
+		t.Fatalf("logs: want the redacted provider error, got %s", l)
+	}
+}
+
+// syncBuffer is a bytes.Buffer for a logger shared by goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // TestChatCancel: cancel {id} mid-stream aborts the model request and
@@ -810,6 +879,57 @@ func TestChatRateLimit(t *testing.T) {
 	}
 }
 
+// TestChatToolWritesAreLimited: a model that asks for 300 add_task calls
+// in one step gets CHAT_MAX_TOOL_CALLS of them run, and those draw on the
+// user's RATE_LIMIT_WRITES budget like REST writes: over it the model sees
+// rate_limited results, nothing more is written, and REST is 429 too.
+func TestChatToolWritesAreLimited(t *testing.T) {
+	const asked = 300
+	var calls []llmCall
+	for i := range asked {
+		calls = append(calls, llmCall{fmt.Sprintf("call_%d", i), "add_task", fmt.Sprintf(`{"title":"task %d"}`, i)})
+	}
+	llm := newFakeLLM(t, func(n int, req llmRequest) llmReply {
+		if n == 1 {
+			return llmReply{calls: calls}
+		}
+		return llmReply{tokens: []string{"Done."}}
+	})
+	ts := startServer(t, "postgres", llm.env("RATE_LIMIT_WRITES", "7", "CHAT_MAX_TOOL_CALLS", "10"))
+	_, tok := ts.user(t)
+
+	status, body := ts.do(t, "POST", "/api/chat", tok, map[string]any{"message": "add 300 tasks"})
+	if status != http.StatusOK {
+		t.Fatalf("chat: got %d %s", status, body)
+	}
+	got := toolCallsOf(t, decode[ChatReply](t, body).ChatMessage)
+	if len(got) != asked {
+		t.Fatalf("tool calls: got %d, want %d", len(got), asked)
+	}
+	for i, c := range got {
+		switch {
+		case i < 7 && c.Error != "":
+			t.Fatalf("call %d: got error %q, want it run", i, c.Error)
+		case i >= 7 && i < 10 && !strings.HasPrefix(c.Error, "rate_limited: too many writes"):
+			t.Fatalf("call %d: got %+v, want the write limit's error", i, c)
+		case i >= 10 && !strings.HasPrefix(c.Error, "rate_limited: at most 10 tool calls run per step"):
+			t.Fatalf("call %d: got %+v, want the per-step cap's error", i, c)
+		}
+	}
+	// The model was told, call by call.
+	results := llm.requests()[1].toolResults()
+	if len(results) != asked || !strings.Contains(results[7], "too many writes") || !strings.Contains(results[asked-1], "did not run") {
+		t.Fatalf("tool results sent to the model: got %d, [7] %s", len(results), results[7])
+	}
+	status, body = ts.do(t, "GET", "/api/todos", tok, nil)
+	if list := decode[TodoList](t, body); status != http.StatusOK || list.Total != 7 {
+		t.Fatalf("todos: got %d %s, want 7 todos", status, body)
+	}
+	if status, body := ts.do(t, "POST", "/api/todos", tok, map[string]string{"title": "one more"}); status != http.StatusTooManyRequests {
+		t.Fatalf("REST write after the chat's: got %d %s, want 429 (one budget)", status, body)
+	}
+}
+
 // TestChatAcrossReplicas: POST /api/chat on replica A streams to the
 // user's socket on replica B; the rate limit is shared through Redis.
 func TestChatAcrossReplicas(t *testing.T) {
@@ -850,8 +970,8 @@ func TestChatConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := fmt.Sprint(cfg.LLMProvider, cfg.LLMBaseURL, cfg.LLMModel, cfg.LLMTimeout, cfg.ChatMaxSteps, cfg.ChatHistory, cfg.ChatRateLimit)
-		if want := fmt.Sprint("builtin", "", "", time.Minute, 5, 10, 20); got != want {
+		got := fmt.Sprint(cfg.LLMProvider, cfg.LLMBaseURL, cfg.LLMModel, cfg.LLMTimeout, cfg.ChatMaxSteps, cfg.ChatMaxToolCalls, cfg.ChatHistory, cfg.ChatRateLimit)
+		if want := fmt.Sprint("builtin", "", "", time.Minute, 5, 10, 10, 20); got != want {
 			t.Fatalf("got %s, want %s", got, want)
 		}
 	})
@@ -868,8 +988,8 @@ func TestChatConfig(t *testing.T) {
 			[]string{"LLM_MODEL"}},
 		{"UnknownProvider", map[string]string{"LLM_PROVIDER": "gpt"}, []string{"LLM_PROVIDER"}},
 		{"BadURL", map[string]string{"LLM_PROVIDER": "openai", "LLM_BASE_URL": "localhost:8080"}, []string{"LLM_BASE_URL"}},
-		{"Limits", map[string]string{"LLM_TIMEOUT": "0s", "CHAT_MAX_STEPS": "0", "CHAT_HISTORY": "-1", "CHAT_RATE_LIMIT": "0"},
-			[]string{"LLM_TIMEOUT", "CHAT_MAX_STEPS", "CHAT_HISTORY", "CHAT_RATE_LIMIT"}},
+		{"Limits", map[string]string{"LLM_TIMEOUT": "0s", "CHAT_MAX_STEPS": "0", "CHAT_MAX_TOOL_CALLS": "0", "CHAT_HISTORY": "-1", "CHAT_RATE_LIMIT": "0"},
+			[]string{"LLM_TIMEOUT", "CHAT_MAX_STEPS", "CHAT_MAX_TOOL_CALLS", "CHAT_HISTORY", "CHAT_RATE_LIMIT"}},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {

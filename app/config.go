@@ -123,6 +123,10 @@ type Config struct {
 	// ChatMaxSteps is CHAT_MAX_STEPS: model calls per chat message (each
 	// round of tool calls takes one more). Default 5.
 	ChatMaxSteps int `env:"CHAT_MAX_STEPS" envDefault:"5"`
+	// ChatMaxToolCalls is CHAT_MAX_TOOL_CALLS: tool calls run per model
+	// step; the model's calls beyond it do not run and get a rate_limited
+	// error result. Default 10.
+	ChatMaxToolCalls int `env:"CHAT_MAX_TOOL_CALLS" envDefault:"10"`
 	// ChatHistory is CHAT_HISTORY: earlier exchanges the model sees as
 	// context. Default 10; 0 sends none.
 	ChatHistory int `env:"CHAT_HISTORY" envDefault:"10"`
@@ -135,8 +139,8 @@ type Config struct {
 	// validateOps).
 
 	// RateLimitWrites is RATE_LIMIT_WRITES: writes per user per minute
-	// (bursts up to it), REST (POST, PUT, PATCH and DELETE on /api/todos)
-	// and MCP write tools on /mcp, counted across replicas in Redis when
+	// (bursts up to it), REST (POST, PUT, PATCH and DELETE on /api/todos),
+	// MCP write tools on /mcp and the chat agent's write tools, counted across replicas in Redis when
 	// REDIS_URL is set, else per replica. Default 120.
 	RateLimitWrites int `env:"RATE_LIMIT_WRITES" envDefault:"120"`
 	// MetricsToken is METRICS_TOKEN: when set, GET /metrics requires
@@ -332,6 +336,9 @@ func (c *Config) validateChat() []error {
 	}
 	if c.ChatMaxSteps < 1 || c.ChatMaxSteps > 50 {
 		bad("CHAT_MAX_STEPS", "must be between 1 and 50, got %d", c.ChatMaxSteps)
+	}
+	if c.ChatMaxToolCalls < 1 || c.ChatMaxToolCalls > 100 {
+		bad("CHAT_MAX_TOOL_CALLS", "must be between 1 and 100, got %d", c.ChatMaxToolCalls)
 	}
 	if c.ChatHistory < 0 || c.ChatHistory > 100 {
 		bad("CHAT_HISTORY", "must be between 0 and 100, got %d", c.ChatHistory)

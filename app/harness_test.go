@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -92,6 +93,17 @@ func startReplica(t testing.TB, js *jwksServer, backend string, env map[string]s
 
 func startReplicaWith(t testing.TB, js *jwksServer, backend string, env map[string]string, setup func(*Server)) *testServer {
 	t.Helper()
+	return startReplicaLog(t, js, backend, env, setup, storetest.Quiet())
+}
+
+// startServerLog is startServer logging to log, for tests that read the logs.
+func startServerLog(t testing.TB, backend string, env map[string]string, log *slog.Logger) *testServer {
+	t.Helper()
+	return startReplicaLog(t, newJWKSServer(t), backend, env, nil, log)
+}
+
+func startReplicaLog(t testing.TB, js *jwksServer, backend string, env map[string]string, setup func(*Server), log *slog.Logger) *testServer {
+	t.Helper()
 	vars := map[string]string{
 		"ENVIRONMENT":     "test",
 		"BETTER_AUTH_URL": js.URL,
@@ -113,7 +125,7 @@ func startReplicaWith(t testing.TB, js *jwksServer, backend string, env map[stri
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := NewServer(ctx, cfg, storetest.Quiet(), ln.Addr().(*net.TCPAddr).Port)
+	srv, err := NewServer(ctx, cfg, log, ln.Addr().(*net.TCPAddr).Port)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
