@@ -286,6 +286,12 @@ func (s *Server) runChat(run *chatRun) {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(run.ctx), s.cfg.RequestTimeout)
 	defer cancel()
+	if err := s.verifier.CheckUser(sctx, user); store.ErrorCode(err) == store.CodeUnauthorized {
+		// The user was deleted while the agent ran: nothing is stored for them.
+		s.emit(run, chatFrame{Type: "chat.error", ID: run.key.id, Code: store.CodeUnauthorized, Message: store.ErrorMessage(err)})
+		run.err = err
+		return
+	}
 	// The model's text and tool arguments may hold NUL or (arguments) lone
 	// UTF-16 surrogate escapes, which PostgreSQL cannot store (text, jsonb):
 	// they become U+FFFD, on both stores.
@@ -476,6 +482,9 @@ func (s *Server) listChat(c *fiber.Ctx) error {
 // belongs to the server, so the answer reaches the user's other sockets
 // even if this one closes. Refusals go to this socket only, as chat.error.
 func (s *Server) wsChat(c *realtime.Client, raw []byte) {
+	if !s.socketUserExists(c) {
+		return
+	}
 	var in chatInput
 	if err := json.Unmarshal(raw, &in); err != nil {
 		c.Send(chatErrorFrame("", store.CodeBadRequest, `a chat frame is {"type":"chat","message":"...","id":"<optional>"}`))
@@ -484,6 +493,27 @@ func (s *Server) wsChat(c *realtime.Client, raw []byte) {
 	if _, _, err := s.startChat(c.Context(), c.User(), in, false); err != nil {
 		c.Send(chatErrorFrame(in.ID, store.ErrorCode(err), store.ErrorMessage(err)))
 	}
+}
+
+// socketUserExists rechecks the user of a socket for a frame that acts as
+// them (chat, auth): the token was checked at connect, but the user may
+// have been deleted since. A deleted user's socket is closed (3502) and the
+// frame dropped; when the check cannot be made the frame is refused with
+// an error frame.
+func (s *Server) socketUserExists(c *realtime.Client) bool {
+	ctx, cancel := context.WithTimeout(c.Context(), s.cfg.RequestTimeout)
+	defer cancel()
+	err := s.verifier.CheckUser(ctx, c.User())
+	switch store.ErrorCode(err) {
+	case "":
+		return true
+	case store.CodeUnauthorized:
+		c.Close(realtime.CloseForbidden, "user no longer exists")
+	default:
+		s.log.Warn("socket user check", slog.String("user_id", c.User()), slog.Any("error", err))
+		c.Send(realtime.ErrorFrame(store.CodeUnavailable, "cannot check the user now: try again"))
+	}
+	return false
 }
 
 // wsCancel handles {"type":"cancel","id":"..."}: it stops the user's chat

@@ -17,7 +17,9 @@ import (
 	"time"
 
 	"github.com/evotodo/evo/agent"
+	"github.com/evotodo/evo/realtime"
 	"github.com/evotodo/evo/store"
+	"github.com/evotodo/evo/store/postgres"
 	"github.com/evotodo/evo/store/storetest"
 )
 
@@ -591,6 +593,53 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestChatDeletedUser: once the user row is gone (deleted behind the
+// server's back, as Better Auth would), a chat or auth frame on the user's
+// open sockets closes them (3502) and runs nothing; a chat that was running
+// when the user was deleted ends with chat.error unauthorized; no exchange
+// is stored for the user.
+func TestChatDeletedUser(t *testing.T) {
+	gate := make(chan struct{})
+	llm := newFakeLLM(t, func(int, llmRequest) llmReply {
+		return llmReply{tokens: []string{"one ", "two"}, gateAfter: 1, gate: gate}
+	})
+	ts := startServer(t, "postgres", llm.env())
+	u, tok := ts.user(t)
+	asker, chatter, renewer := live(t, ts, tok), live(t, ts, tok), live(t, ts, tok)
+
+	asker.send(map[string]string{"type": "chat", "message": "count", "id": "running"})
+	asker.expectChat("chat.started")
+	asker.expectChat("chat.token")
+	deleteUserRow(t, ts, u.ID)
+	close(gate)
+	for {
+		f := asker.readChat()
+		if f.Type == "chat.done" {
+			t.Fatalf("the running chat was stored: %s", f.Message)
+		}
+		if f.Type == "chat.error" {
+			if f.Code != store.CodeUnauthorized || f.ID != "running" {
+				t.Fatalf("running chat: got %+v, want chat.error unauthorized", f)
+			}
+			break
+		}
+	}
+
+	chatter.send(map[string]string{"type": "chat", "message": "count", "id": "after"})
+	chatter.expectClose(realtime.CloseForbidden, 10*time.Second)
+	renewer.send(map[string]string{"type": "auth", "token": tok})
+	renewer.expectClose(realtime.CloseForbidden, 10*time.Second)
+
+	var n int
+	pool := ts.srv.db.(*postgres.DB).Pool()
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM chat_messages WHERE user_id = $1`, u.ID).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("chat_messages of the deleted user: got %d (%v), want 0", n, err)
+	}
+	if got := len(llm.requests()); got != 1 {
+		t.Fatalf("model requests: got %d, want 1 (the chat after the delete must not run)", got)
+	}
 }
 
 // TestChatCancel: cancel {id} mid-stream aborts the model request and

@@ -129,8 +129,12 @@ func (s *Server) HandleFrame(c *realtime.Client, typ string, raw []byte) {
 }
 
 // wsAuth swaps in a fresh token: {"type":"auth","token":"..."}. A token of
-// another user closes the socket.
+// another user, or a user deleted since the socket opened, closes the
+// socket.
 func (s *Server) wsAuth(c *realtime.Client, raw []byte) {
+	if !s.socketUserExists(c) {
+		return
+	}
 	var f struct {
 		Token string `json:"token"`
 	}

@@ -511,3 +511,10 @@ func (v *Verifier) Fetches() int {
 	defer v.mu.Unlock()
 	return v.fetches
 }
+
+// CheckUser checks that the user still exists, as Verify does for a token's user:
+// for callers that hold a user verified earlier (an open socket, a running chat).
+// CodeUnauthorized if the user is gone; other errors when the store fails.
+func (v *Verifier) CheckUser(ctx context.Context, id string) error {
+	return v.checkUser(ctx, id)
+}
