@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -20,8 +21,11 @@ import (
 // runs the tools for the authenticated user.
 //
 // A title fragment ("done with milk") is resolved with list_tasks: one
-// match is acted on; several make it ask which one, listing them; none
-// make it say so.
+// match is acted on; several make it ask which one, listing them numbered
+// with a short id; none make it say so. The next message may then pick one
+// ("1", "the first one", "delete the second one", or the id, "4333a1b2"):
+// the numbered list is read back from the previous answer in the
+// conversation (the chat history), so nothing is kept between messages.
 type Builtin struct{}
 
 var _ Model = Builtin{}
@@ -57,6 +61,9 @@ type Intent struct {
 	Target string
 	// Status is which tasks to list: all, pending or completed.
 	Status string
+	// TaskID is the start of the id of the task picked from a numbered
+	// list (set by the conversation, not by ParseIntent).
+	TaskID string
 }
 
 // The phrasings, tried in order on the normalized message. Each pattern
@@ -239,8 +246,8 @@ func (Builtin) GenerateContent(ctx context.Context, messages []llms.MessageConte
 	for _, o := range options {
 		o(&opts)
 	}
-	human, results := lastTurn(messages)
-	text, call := builtinStep(ParseIntent(human), results)
+	human, results, earlier := lastTurn(messages)
+	text, call := builtinStep(withChoice(ParseIntent(human), human, earlier), results)
 	if call != nil {
 		call.ID = fmt.Sprintf("builtin_%d", len(results)+1)
 		return &llms.ContentResponse{Choices: []*llms.ContentChoice{{
@@ -283,19 +290,22 @@ type toolResult struct {
 	Error   string          `json:"error"`
 }
 
-// lastTurn returns the text of the last user message and the tool results
-// after it, in order.
-func lastTurn(messages []llms.MessageContent) (string, []toolResult) {
-	var human string
+// exchange is an earlier user message and the answer's text.
+type exchange struct{ human, ai string }
+
+// lastTurn returns the text of the last user message, the tool results
+// after it, in order, and the exchanges before it, oldest first.
+func lastTurn(messages []llms.MessageContent) (string, []toolResult, []exchange) {
+	var turns []exchange
 	var results []toolResult
 	for _, m := range messages {
 		switch m.Role {
 		case llms.ChatMessageTypeHuman, llms.ChatMessageTypeGeneric:
-			human, results = "", nil
-			for _, p := range m.Parts {
-				if t, ok := p.(llms.TextContent); ok {
-					human += t.Text
-				}
+			turns = append(turns, exchange{human: textOf(m)})
+			results = nil
+		case llms.ChatMessageTypeAI:
+			if len(turns) > 0 {
+				turns[len(turns)-1].ai += textOf(m)
 			}
 		case llms.ChatMessageTypeTool:
 			for _, p := range m.Parts {
@@ -310,7 +320,20 @@ func lastTurn(messages []llms.MessageContent) (string, []toolResult) {
 			}
 		}
 	}
-	return human, results
+	if len(turns) == 0 {
+		return "", results, nil
+	}
+	return turns[len(turns)-1].human, results, turns[:len(turns)-1]
+}
+
+func textOf(m llms.MessageContent) string {
+	var s string
+	for _, p := range m.Parts {
+		if t, ok := p.(llms.TextContent); ok {
+			s += t.Text
+		}
+	}
+	return s
 }
 
 // builtinStep returns the reply or the next tool call for an intent, given
@@ -355,6 +378,13 @@ func builtinStep(in Intent, results []toolResult) (string, *llms.ToolCall) {
 
 	case IntentHelp:
 		return helpText, nil
+
+	case intentBadChoice:
+		list := in.Title
+		if i := strings.Index(list, "\n"); i >= 0 {
+			list = list[i+1:]
+		}
+		return fmt.Sprintf("There is no choice %s. The tasks were:\n%s", in.Target, list), nil
 	}
 	return "Sorry, I didn't understand that. " + helpText, nil
 }
@@ -384,22 +414,22 @@ func targetStep(in Intent, results []toolResult) (string, *llms.ToolCall) {
 		var list TaskList
 		_ = json.Unmarshal(results[0].Data, &list)
 		matches := matchTasks(list.Tasks, in.Target)
+		if in.TaskID != "" {
+			matches = matchID(list.Tasks, in.TaskID)
+		}
 		switch len(matches) {
 		case 0:
 			kind := "task"
 			if status != statusAll {
 				kind = status + " task"
 			}
+			if in.TaskID != "" {
+				return fmt.Sprintf("You have no %s with the id %s any more.", kind, in.TaskID), nil
+			}
 			return fmt.Sprintf("You have no %s matching %s.", kind, quoteTitle(in.Target)), nil
 		case 1:
 		default:
-			var b strings.Builder
-			fmt.Fprintf(&b, "Several tasks match %s:\n", quoteTitle(in.Target))
-			for _, t := range matches {
-				fmt.Fprintf(&b, "- %s\n", t.Title)
-			}
-			fmt.Fprintf(&b, "Which one do you mean? Give me more of its title, for example: %s.", example(in.Kind, matches[0].Title))
-			return b.String(), nil
+			return choicesReply(in, matches, list.Tasks), nil
 		}
 		id := matches[0].ID
 		switch in.Kind {
@@ -445,7 +475,7 @@ const helpText = "I'm Evo's built-in assistant and understand simple commands:\n
 	"- reopen milk\n" +
 	"- rename milk to oat milk\n" +
 	"- delete milk\n" +
-	"A few words of a title are enough to name a task."
+	"A few words of a title are enough to name a task. If several match, I list them: answer with a number (“1”) or an id."
 
 func example(kind, title string) string {
 	switch kind {
@@ -519,10 +549,31 @@ func matchTasks(tasks []Task, target string) []Task {
 	switch {
 	case len(exact) > 0:
 		return exact
-	case len(contains) > 0:
+	case reIDPrefix.MatchString(want):
+		if byID := matchID(tasks, strings.TrimPrefix(want, "id ")); len(byID) > 0 {
+			return byID
+		}
+	}
+	if len(contains) > 0 {
 		return contains
 	}
 	return allWords
+}
+
+// reIDPrefix is a target that may be the start of a task's id: 8 or more
+// hex digits (and dashes), as the numbered choices show them.
+var reIDPrefix = regexp.MustCompile(`^(?:id )?[0-9a-f][0-9a-f-]{7,35}$`)
+
+// matchID returns the tasks whose id starts with prefix.
+func matchID(tasks []Task, prefix string) []Task {
+	prefix = strings.ToLower(strings.TrimSpace(prefix))
+	var out []Task
+	for _, t := range tasks {
+		if prefix != "" && strings.HasPrefix(t.ID, prefix) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 func containsAll(s string, words []string) bool {
@@ -566,3 +617,136 @@ func toolCall(name string, args map[string]any) *llms.ToolCall {
 	data, _ := json.Marshal(args)
 	return &llms.ToolCall{Type: "function", FunctionCall: &llms.FunctionCall{Name: name, Arguments: string(data)}}
 }
+
+// Numbered choices: when several tasks match, the answer lists them as
+// "1. title (id 4333a1b2)" lines, and the next message may pick one. The
+// list is read back from that answer (withChoice).
+
+// idLen is how much of an id a choice shows, at least: 8 characters, more
+// if another listed task starts the same.
+const idLen = 8
+
+// choicesReply asks which of matches the user means, numbered, each with the
+// shortest id prefix (at least idLen) that no other task in all shares.
+func choicesReply(in Intent, matches, all []Task) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Several tasks match %s:\n", quoteTitle(in.Target))
+	for i, t := range matches {
+		title := strings.Join(strings.Fields(t.Title), " ")
+		if t.Description != nil && strings.TrimSpace(*t.Description) != "" {
+			d := strings.Join(strings.Fields(*t.Description), " ")
+			if utf8.RuneCountInString(d) > 40 {
+				d = string([]rune(d)[:40]) + "…"
+			}
+			title += ": " + d
+		}
+		fmt.Fprintf(&b, "%d. %s (id %s)\n", i+1, title, shortID(t.ID, all))
+	}
+	fmt.Fprintf(&b, "Which one should I %s? Answer with its number (“1”, “the first one”) or its id.",
+		map[string]string{IntentComplete: "complete", IntentReopen: "reopen", IntentRename: "rename", IntentDelete: "delete"}[in.Kind])
+	return b.String()
+}
+
+func shortID(id string, all []Task) string {
+	for n := idLen; n < len(id); n++ {
+		unique := true
+		for _, t := range all {
+			if t.ID != id && strings.HasPrefix(t.ID, id[:n]) {
+				unique = false
+				break
+			}
+		}
+		if unique {
+			return id[:n]
+		}
+	}
+	return id
+}
+
+// reChoiceLine is one line of a choicesReply.
+var reChoiceLine = regexp.MustCompile(`(?m)^(\d+)\. .*\(id ([0-9a-f-]{8,36})\)$`)
+
+// choices returns the id prefixes an answer listed as numbered choices, in
+// order; nil if it listed none.
+func choices(answer string) []string {
+	var ids []string
+	for i, m := range reChoiceLine.FindAllStringSubmatch(answer, -1) {
+		if m[1] != fmt.Sprint(i+1) {
+			return nil
+		}
+		ids = append(ids, m[2])
+	}
+	return ids
+}
+
+var (
+	ordinals = map[string]int{"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10,
+		"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10, "last": -1}
+	reChoice = regexp.MustCompile(`(?i)^(?:(?:yes|yeah|ok|okay|that'?s|it'?s)[\s,]+)?(?:the\s+)?(?:(?:number|no\.?|option|choice|#)\s*)?` +
+		`(\d{1,4}|[a-z]+)(?:st|nd|rd|th)?\.?(?:\s+(?:one|task|item|of\s+them))?$`)
+)
+
+// choiceIndex reads a pick from a numbered list: "2", "#2", "number 2",
+// "the second one", "2nd", "the last one". last is the list's length, for
+// "last". ok is false for anything else.
+func choiceIndex(s string, last int) (n int, ok bool) {
+	m := reChoice.FindStringSubmatch(normalize(s))
+	if m == nil {
+		return 0, false
+	}
+	word := strings.ToLower(m[1])
+	if n, err := strconv.Atoi(word); err == nil {
+		return n, true
+	}
+	n, ok = ordinals[word]
+	if n == -1 {
+		n = last
+	}
+	return n, ok
+}
+
+// withChoice completes in from the conversation when the previous answer
+// listed numbered choices: a message that only picks one ("2", "the first
+// one") repeats the request that asked, for that task; a request naming one
+// ("delete the second one") acts on it. A number outside the list is
+// answered with the list again. Otherwise in is returned as it is.
+func withChoice(in Intent, human string, earlier []exchange) Intent {
+	if len(earlier) == 0 {
+		return in
+	}
+	ids := choices(earlier[len(earlier)-1].ai)
+	if len(ids) == 0 {
+		return in
+	}
+	pick := func(n int, base Intent) Intent {
+		if n < 1 || n > len(ids) {
+			return Intent{Kind: intentBadChoice, Title: earlier[len(earlier)-1].ai, Target: fmt.Sprint(n)}
+		}
+		base.TaskID = ids[n-1]
+		return base
+	}
+	if n, ok := choiceIndex(human, len(ids)); ok {
+		// The request the list answered: the latest earlier message that was
+		// not itself a pick (a pick out of range repeats the list).
+		for i := len(earlier) - 1; i >= 0 && len(choices(earlier[i].ai)) > 0; i-- {
+			if _, isPick := choiceIndex(earlier[i].human, len(ids)); isPick {
+				continue
+			}
+			if base := ParseIntent(earlier[i].human); base.Target != "" {
+				return pick(n, base)
+			}
+			break
+		}
+		return in
+	}
+	if in.Target != "" {
+		if n, ok := choiceIndex(in.Target, len(ids)); ok {
+			return pick(n, in)
+		}
+	}
+	return in
+}
+
+// intentBadChoice is a pick outside the numbered list: Title holds the
+// answer that listed it.
+const intentBadChoice = "bad_choice"

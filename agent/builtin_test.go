@@ -225,7 +225,7 @@ func TestBuiltinCommands(t *testing.T) {
 			[]string{"delete milk"}, "Deleted “milk”.", []string{"oat milk"}},
 		{"Ambiguous", []string{"buy milk", "oat milk", "call mom"},
 			[]string{"done with milk", "delete milk"},
-			"Several tasks match “milk”:\n- oat milk\n- buy milk\nWhich one do you mean?", []string{"buy milk", "oat milk", "call mom"}},
+			"Several tasks match “milk”:\n1. oat milk (id ", []string{"buy milk", "oat milk", "call mom"}},
 		{"NoMatch", []string{"buy milk"},
 			[]string{"delete bread", "rename bread to rye"},
 			"You have no task matching “bread”.", []string{"buy milk"}},
@@ -289,4 +289,72 @@ func TestBuiltinNeverTouchesAnotherUsersTodos(t *testing.T) {
 	if got := e.state(t, e.a); len(got) != 4 {
 		t.Fatalf("A's list: got %q", got)
 	}
+}
+
+// TestBuiltinChoices: after "Several tasks match", the next message picks
+// one by number, ordinal or id, read back from the answer in the history;
+// the titles may be the same. A pick out of range lists them again, and the
+// pick after that still works.
+func TestBuiltinChoices(t *testing.T) {
+	type step struct{ msg, reply string }
+	tests := []struct {
+		name  string
+		steps []step
+		after []string
+	}{
+		// The list is newest first: oat milk, buy milk: 2 litres, buy milk.
+		{"Number", []step{{"done with milk", "Several tasks match “milk”:\n1. oat milk (id "}, {"2", "Marked “buy milk” as done."}},
+			[]string{"buy milk", "buy milk (2 litres) ✓", "oat milk", "call mom"}},
+		{"Ordinal", []step{{"done with milk", "Several"}, {"the third one", "Marked “buy milk” as done."}},
+			[]string{"buy milk ✓", "buy milk (2 litres)", "oat milk", "call mom"}},
+		{"Last", []step{{"delete milk", "Several"}, {"the last one", "Deleted “buy milk”."}},
+			[]string{"buy milk (2 litres)", "oat milk", "call mom"}},
+		{"VerbAndPick", []step{{"done with milk", "Several"}, {"delete the first one", "Deleted “oat milk”."}},
+			[]string{"buy milk", "buy milk (2 litres)", "call mom"}},
+		{"Rename", []step{{"rename milk to oat milk", "Several"}, {"#2", "Renamed “buy milk” to “oat milk”."}},
+			[]string{"buy milk", "oat milk (2 litres)", "oat milk", "call mom"}},
+		{"OutOfRange", []step{{"done with milk", "Several"}, {"5", "There is no choice 5. The tasks were:\n1. oat milk (id "},
+			{"number 2", "Marked “buy milk” as done."}},
+			[]string{"buy milk", "buy milk (2 litres) ✓", "oat milk", "call mom"}},
+		{"NotRemembered", []step{{"done with milk", "Several"}, {"list", "You have 4 tasks"}, {"1", "Sorry, I didn't understand that."}},
+			[]string{"buy milk", "buy milk (2 litres)", "oat milk", "call mom"}},
+		{"NoList", []step{{"1", "Sorry, I didn't understand that."}},
+			[]string{"buy milk", "buy milk (2 litres)", "oat milk", "call mom"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newBuiltinEnv(t)
+			e.seed(t, e.a, "buy milk")
+			if _, err := e.todos.Create(context.Background(), e.a, store.TodoCreate{Title: "buy milk", Description: new("2 litres")}); err != nil {
+				t.Fatal(err)
+			}
+			e.seed(t, e.a, "oat milk", "call mom")
+			var history []Exchange
+			for _, st := range tt.steps {
+				reply, err := e.runner.Run(context.Background(), Request{UserID: e.a, Message: st.msg, History: history}, &recordSink{})
+				if err != nil || !strings.HasPrefix(reply.Text, st.reply) {
+					t.Fatalf("%q: got %q (%v), want it to start with %q", st.msg, reply.Text, err, st.reply)
+				}
+				history = append(history, Exchange{Message: st.msg, Response: reply.Text})
+			}
+			if got := e.state(t, e.a); !slices.Equal(got, tt.after) {
+				t.Fatalf("list after: got %q, want %q", got, tt.after)
+			}
+		})
+	}
+	t.Run("ByID", func(t *testing.T) {
+		e := newBuiltinEnv(t)
+		e.seed(t, e.a, "buy milk", "buy milk")
+		reply, _ := e.chat(t, e.a, "done with milk")
+		ids := choices(reply.Text)
+		if len(ids) != 2 || len(ids[0]) < idLen {
+			t.Fatalf("choices: got %q from %q", ids, reply.Text)
+		}
+		if reply, _ := e.chat(t, e.a, "done with "+ids[1]); reply.Text != "Marked “buy milk” as done." {
+			t.Fatalf("by id: got %q", reply.Text)
+		}
+		if got := e.state(t, e.a); !slices.Equal(got, []string{"buy milk ✓", "buy milk"}) {
+			t.Fatalf("list after: got %q", got)
+		}
+	})
 }
