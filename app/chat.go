@@ -482,12 +482,13 @@ func (s *Server) listChat(c *fiber.Ctx) error {
 // belongs to the server, so the answer reaches the user's other sockets
 // even if this one closes. Refusals go to this socket only, as chat.error.
 func (s *Server) wsChat(c *realtime.Client, raw []byte) {
-	if !s.socketUserExists(c) {
-		return
-	}
 	var in chatInput
 	if err := json.Unmarshal(raw, &in); err != nil {
 		c.Send(chatErrorFrame("", store.CodeBadRequest, `a chat frame is {"type":"chat","message":"...","id":"<optional>"}`))
+		return
+	}
+	if err := s.socketUser(c); err != nil {
+		c.Send(chatErrorFrame(in.ID, store.ErrorCode(err), store.ErrorMessage(err)))
 		return
 	}
 	if _, _, err := s.startChat(c.Context(), c.User(), in, false); err != nil {
@@ -495,25 +496,24 @@ func (s *Server) wsChat(c *realtime.Client, raw []byte) {
 	}
 }
 
-// socketUserExists rechecks the user of a socket for a frame that acts as
-// them (chat, auth): the token was checked at connect, but the user may
-// have been deleted since. A deleted user's socket is closed (3502) and the
-// frame dropped; when the check cannot be made the frame is refused with
-// an error frame.
-func (s *Server) socketUserExists(c *realtime.Client) bool {
+// socketUser rechecks the user of a socket for a frame that acts as them
+// (chat, auth): the token was checked at connect, but the user may have
+// been deleted since. A deleted user's socket is closed (3502). On an
+// error the frame must not run; the caller answers it (a closed socket
+// sends nothing more).
+func (s *Server) socketUser(c *realtime.Client) error {
 	ctx, cancel := context.WithTimeout(c.Context(), s.cfg.RequestTimeout)
 	defer cancel()
 	err := s.verifier.CheckUser(ctx, c.User())
 	switch store.ErrorCode(err) {
 	case "":
-		return true
+		return nil
 	case store.CodeUnauthorized:
 		c.Close(realtime.CloseForbidden, "user no longer exists")
-	default:
-		s.log.Warn("socket user check", slog.String("user_id", c.User()), slog.Any("error", err))
-		c.Send(realtime.ErrorFrame(store.CodeUnavailable, "cannot check the user now: try again"))
+		return err
 	}
-	return false
+	s.log.Warn("socket user check", slog.String("user_id", c.User()), slog.Any("error", err))
+	return store.Errorf(store.CodeUnavailable, "cannot check the user now: try again")
 }
 
 // wsCancel handles {"type":"cancel","id":"..."}: it stops the user's chat

@@ -132,7 +132,8 @@ func (s *Server) HandleFrame(c *realtime.Client, typ string, raw []byte) {
 // another user, or a user deleted since the socket opened, closes the
 // socket.
 func (s *Server) wsAuth(c *realtime.Client, raw []byte) {
-	if !s.socketUserExists(c) {
+	if err := s.socketUser(c); err != nil {
+		c.Send(realtime.ErrorFrame(store.ErrorCode(err), store.ErrorMessage(err)))
 		return
 	}
 	var f struct {
