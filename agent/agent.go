@@ -187,9 +187,10 @@ func NewRunner(model Model, tools []Tool, cfg Config, log *slog.Logger) *Runner 
 }
 
 // Run answers req: it calls the model with the tools, streams the text to
-// sink as it comes, runs the tool calls the model asks for (as req.UserID)
-// and feeds their results, or their errors, back, until the model answers
-// without tools or MaxSteps calls were made.
+// sink as it comes, runs the tool calls the model asks for (as req.UserID,
+// at most MaxToolCalls per model call) and feeds their results, or their
+// errors, back, until the model answers without tools or MaxSteps calls
+// were made.
 //
 // The Reply holds what was produced even when Run fails. Errors: ctx's
 // error when ctx ends (cancelled, the model request is aborted), or a
