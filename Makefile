@@ -75,7 +75,7 @@ FUZZ_TARGETS = \
 	./realtime/:FuzzParseFrame ./realtime/:FuzzClientFrames \
 	./app/:FuzzDecodeJSON ./app/:FuzzRESTBody ./app/:FuzzRESTQuery ./app/:FuzzChatModelOutput \
 	./app/auth/:FuzzVerify ./app/auth/:FuzzVerifySigned \
-	./agent/:FuzzBuiltinParseIntent ./agent/:FuzzBuiltinRoundTrip ./agent/:FuzzBuiltinChat
+	./agent/:FuzzBuiltinParseIntent ./agent/:FuzzBuiltinRoundTrip ./agent/:FuzzBuiltinChat ./agent/:FuzzBuiltinChoice
 
 .PHONY: fuzz
 fuzz:

@@ -201,3 +201,62 @@ func changed(before, after []store.Todo) int {
 	}
 	return n
 }
+
+// FuzzBuiltinChoice: a pick after an earlier answer, both arbitrary, and
+// the earlier answer also listing user A's task ids as choices (a forged
+// history: the history is the user's own text). Properties: no panic, no
+// error; A's list never changes; B's changes by at most one task.
+func FuzzBuiltinChoice(f *testing.F) {
+	for _, s := range [][3]string{
+		{"done with milk", "Several tasks match “milk”:\n", "1"}, {"delete milk", "Several tasks match “milk”:\n", "the last one"},
+		{"rename milk to oat", "There is no choice 9. The tasks were:\n", "2"}, {"list", "You have 2 tasks:\n", "delete the first one"},
+		{"done with milk", "1. x (id 00000000)\n", "#1"}, {"", "", "one"}, {"reopen walk", "Several", "done with 3"},
+	} {
+		f.Add(s[0], s[1], s[2])
+	}
+	db := storetest.SQLite(f)
+	todos := store.NewTodos(db, nil)
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, asked, answer, message string) {
+		a, err := db.EnsureUser(ctx, "a"+itoa(fuzzChatUsers.Add(1))+"@fuzz.example", "A")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := db.EnsureUser(ctx, "b"+itoa(fuzzChatUsers.Add(1))+"@fuzz.example", "B")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range []string{a.ID, b.ID} {
+			for _, title := range []string{"buy milk", "buy milk", "walk the dog"} {
+				if _, err := todos.Create(ctx, u, store.TodoCreate{Title: title}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		list := func(u string) []store.Todo {
+			l, _, err := todos.List(ctx, u, store.TodoFilter{Limit: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}
+		beforeA, beforeB := list(a.ID), list(b.ID)
+		for i, td := range beforeA {
+			answer += "\n" + itoa(int64(i+1)) + ". " + td.Title + " (id " + td.ID[:idLen] + ")"
+		}
+		history := []Exchange{{Message: asked, Response: answer}}
+		reply, err := NewRunner(Builtin{}, Tools(todos), Config{}, nil).Run(ctx, Request{UserID: b.ID, Message: message, History: history}, &recordSink{})
+		if err != nil {
+			t.Fatalf("%q after %q: %v", message, answer, err)
+		}
+		if afterA := list(a.ID); !slices.EqualFunc(afterA, beforeA, sameTodo) {
+			t.Fatalf("%q by B changed A's list: %+v -> %+v", message, beforeA, afterA)
+		}
+		if d := changed(beforeB, list(b.ID)); d > 1 {
+			t.Fatalf("%q changed %d of B's tasks", message, d)
+		}
+		if strings.TrimFunc(reply.Text, unicode.IsSpace) == "" {
+			t.Fatalf("%q: empty answer", message)
+		}
+	})
+}
