@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -33,14 +34,15 @@ func init() {
 }
 
 // buildVersion is the version of a build without -ldflags: the module's version when
-// built as a dependency or with `go install ...@v1.2.3`, else "dev+<revision>" (12 hex
-// digits, "-dirty" with uncommitted changes) from the VCS stamp of `go build` and `go
-// run`, else "dev".
+// it is a release (`go install ...@v1.2.3`, or a build of a tagged commit), else
+// "dev+<revision>" (12 hex digits, "-dirty" with uncommitted changes) from the VCS
+// stamp of `go build` and `go run` in a clone (not a pseudo-version such as
+// v0.0.0-20260102150405-abcdefabcdef), else "dev".
 func buildVersion(bi *debug.BuildInfo) string {
 	if bi == nil {
 		return "dev"
 	}
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
+	if v := bi.Main.Version; v != "" && v != "(devel)" && !pseudoVersion.MatchString(v) {
 		return v
 	}
 	var rev string
@@ -62,6 +64,9 @@ func buildVersion(bi *debug.BuildInfo) string {
 	}
 	return v
 }
+
+// pseudoVersion matches Go's pseudo-versions (a commit, not a release).
+var pseudoVersion = regexp.MustCompile(`[-.][0-9]{14}-[0-9a-f]{12}(\+dirty)?$`)
 
 const usage = `usage: evo [command] [flags]
 

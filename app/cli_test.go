@@ -213,6 +213,11 @@ func TestVersion(t *testing.T) {
 		{"NoBuildInfo", nil, "dev"},
 		{"NoVCS", &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}}, "dev"},
 		{"Module", &debug.BuildInfo{Main: debug.Module{Version: "v1.4.0"}}, "v1.4.0"},
+		{"ModuleDirty", &debug.BuildInfo{Main: debug.Module{Version: "v1.4.0+dirty"}}, "v1.4.0+dirty"},
+		{"PseudoVersionUsesTheRevision", &debug.BuildInfo{Main: debug.Module{Version: "v0.0.0-20261203175503-97f81c8e63b7+dirty"},
+			Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "97f81c8e63b73309fd22700dcadc0e79ef7c884e"}, {Key: "vcs.modified", Value: "true"}}}, "dev+97f81c8e63b7-dirty"},
+		{"PseudoVersionAfterATag", &debug.BuildInfo{Main: debug.Module{Version: "v1.4.1-0.20261203175503-97f81c8e63b7"},
+			Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "97f81c8e63b73309fd22700dcadc0e79ef7c884e"}}}, "dev+97f81c8e63b7"},
 		{"Clean", &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
 			{Key: "vcs.revision", Value: "5e092b4c0ffee1234567890abcdef1234567890a"}, {Key: "vcs.modified", Value: "false"}}}, "dev+5e092b4c0ffe"},
 		{"Dirty", &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
