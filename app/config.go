@@ -220,10 +220,6 @@ func parseError(err error, vars map[string]string) error {
 				switch pe.Type {
 				case reflect.TypeFor[time.Duration]():
 					errs = append(errs, fmt.Errorf("%s: must be a duration such as 30s, got %q", name, vars[name]))
-				case reflect.TypeFor[int]():
-					errs = append(errs, fmt.Errorf("%s: must be a whole number, got %q", name, vars[name]))
-				case reflect.TypeFor[bool]():
-					errs = append(errs, fmt.Errorf("%s: must be true or false, got %q", name, vars[name]))
 				default:
 					errs = append(errs, fmt.Errorf("%s: must be a valid %s, got %q: %w", name, pe.Type, vars[name], pe.Err))
 				}
@@ -423,9 +419,11 @@ func (c *Config) validateChat() []error {
 }
 
 // localHost reports whether host is this machine or a private network's
-// (a model server that needs no key, such as llama.cpp, vLLM or LM Studio).
+// (a model server that needs no key, such as llama.cpp, vLLM or LM Studio):
+// localhost, a loopback or private address, or a name of one label (a
+// compose service such as "vllm").
 func localHost(host string) bool {
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") || (net.ParseIP(host) == nil && !strings.Contains(host, ".")) {
 		return true
 	}
 	ip := net.ParseIP(host)
