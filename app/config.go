@@ -1,17 +1,24 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
 	"github.com/joho/godotenv"
+
+	"github.com/evotodo/evo/agent"
 )
 
 // Config is every setting of the server, read once from the environment
@@ -57,8 +64,14 @@ type Config struct {
 	JWKSRefreshInterval time.Duration `env:"JWKS_REFRESH_INTERVAL" envDefault:"10s"`
 	// JWTLeeway is JWT_LEEWAY, the clock skew allowed on exp, nbf and iat. Default 30s.
 	JWTLeeway time.Duration `env:"JWT_LEEWAY" envDefault:"30s"`
-	// CORSOrigins is CORS_ORIGINS, comma-separated. Default http://localhost:3000.
+	// CORSOrigins is CORS_ORIGINS, comma-separated origins (scheme://host[:port],
+	// or scheme://*.example.com for every subdomain), normalised: lower case, no
+	// trailing slash, no default port. CORS and the WebSocket origin check both
+	// match them (cors.go). Default http://localhost:3000.
 	CORSOrigins []string `env:"CORS_ORIGINS" envDefault:"http://localhost:3000" envSeparator:","`
+	// GOGC is GOGC, the garbage collector's target for `evo serve`: "off" or an
+	// integer. Unset: 150 (defaultGOGC), not Go's 100.
+	GOGC string `env:"GOGC"`
 	// ShutdownTimeout is SHUTDOWN_TIMEOUT: how long a stopping server waits
 	// for requests and sockets to finish. Default 10s.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
@@ -147,6 +160,23 @@ type Config struct {
 	// "Authorization: Bearer <METRICS_TOKEN>". Empty (default): /metrics is
 	// open to whoever reaches the port. Never logged.
 	MetricsToken string `env:"METRICS_TOKEN"`
+
+	origins originMatcher // CORSOrigins, for CORS and the WebSocket origin check
+	notes   []configNote  // what validation changed or noticed, logged at start-up
+}
+
+// configNote is a start-up log line about the configuration (logNotes).
+type configNote struct {
+	level slog.Level
+	msg   string
+	attrs []any
+}
+
+// logNotes logs what validation changed or noticed.
+func (c *Config) logNotes(log *slog.Logger) {
+	for _, n := range c.notes {
+		log.Log(context.Background(), n.level, n.msg, n.attrs...)
+	}
 }
 
 // Production reports whether ENVIRONMENT is production.
@@ -191,7 +221,12 @@ func parseError(err error, vars map[string]string) error {
 		if errors.As(e, &pe) {
 			if f, ok := reflect.TypeFor[Config]().FieldByName(pe.Name); ok {
 				name := f.Tag.Get("env")
-				errs = append(errs, fmt.Errorf("%s: must be a valid %s, got %q: %w", name, pe.Type, vars[name], pe.Err))
+				switch pe.Type {
+				case reflect.TypeFor[time.Duration]():
+					errs = append(errs, fmt.Errorf("%s: must be a duration such as 30s, got %q", name, vars[name]))
+				default:
+					errs = append(errs, fmt.Errorf("%s: must be a valid %s, got %q: %w", name, pe.Type, vars[name], pe.Err))
+				}
 				continue
 			}
 		}
@@ -240,8 +275,8 @@ func (c *Config) validate() error {
 		}
 		c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	}
-	if c.DatabaseURL != "" && !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
-		bad("DATABASE_URL", "must be a postgres:// URL")
+	if c.DatabaseURL != "" {
+		c.validateDatabaseURL(bad)
 	}
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
 		bad("REDIS_URL", "must be a redis:// or rediss:// URL")
@@ -261,6 +296,11 @@ func (c *Config) validate() error {
 			bad(p.name, "must be positive, got %d", p.v)
 		}
 	}
+	if c.GOGC != "" && c.GOGC != "off" {
+		if _, err := strconv.Atoi(c.GOGC); err != nil {
+			bad("GOGC", "must be off or an integer (the GC target, percent), got %q", c.GOGC)
+		}
+	}
 	durations := []struct {
 		name string
 		v    time.Duration
@@ -278,14 +318,18 @@ func (c *Config) validate() error {
 	}
 	for i, o := range c.CORSOrigins {
 		o = strings.TrimSpace(o)
-		c.CORSOrigins[i] = o
+		n, ok := normalizeOrigin(o, true)
 		switch {
 		case o == "*":
 			bad("CORS_ORIGINS", "must list origins: \"*\" cannot be used with credentials")
-		case !validOrigin(o):
-			bad("CORS_ORIGINS", "must list origins such as https://app.example.com (scheme and host, no path), got %q", o)
+		case !ok:
+			bad("CORS_ORIGINS", "must list origins such as https://app.example.com or https://*.example.com (scheme and host, no path), got %q", o)
+		default:
+			o = n
 		}
+		c.CORSOrigins[i] = o
 	}
+	c.origins = newOriginMatcher(c.CORSOrigins)
 	if c.DataDir != "" {
 		c.DataDir = filepath.Clean(c.DataDir)
 	}
@@ -294,13 +338,32 @@ func (c *Config) validate() error {
 	return errors.Join(errs...)
 }
 
-// validOrigin reports whether o is an origin Fiber's CORS middleware takes
-// (it panics on any other): scheme://host[:port], with an optional "*."
-// subdomain wildcard.
-func validOrigin(o string) bool {
-	u, err := url.Parse(strings.Replace(o, "://*.", "://", 1))
-	return err == nil && u.Scheme != "" && u.Host != "" && !strings.Contains(u.Host, "*") &&
-		(u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == ""
+// sqlalchemyDrivers are the driver suffixes of SQLAlchemy's PostgreSQL URLs
+// (postgresql+psycopg://... is the Python backend's own form): DATABASE_URL
+// takes them and drops the suffix, since pgx is the driver here.
+var sqlalchemyDrivers = []string{"psycopg", "psycopg2", "psycopg2cffi", "asyncpg", "pg8000"}
+
+// validateDatabaseURL checks DATABASE_URL and rewrites a SQLAlchemy URL
+// (postgresql+psycopg://) to postgres://, noting it for the start-up log.
+func (c *Config) validateDatabaseURL(bad func(name, format string, args ...any)) {
+	scheme, rest, ok := strings.Cut(c.DatabaseURL, "://")
+	if !ok {
+		bad("DATABASE_URL", "must be a postgres:// URL such as postgres://user:password@host:5432/evo")
+		return
+	}
+	base, driver, hasDriver := strings.Cut(strings.ToLower(scheme), "+")
+	switch {
+	case base != "postgres" && base != "postgresql":
+		bad("DATABASE_URL", "must be a postgres:// URL such as postgres://user:password@host:5432/evo, got scheme %q", scheme)
+	case hasDriver && !slices.Contains(sqlalchemyDrivers, driver):
+		bad("DATABASE_URL", "must be a postgres:// URL; of SQLAlchemy's driver suffixes only +%s are taken, got %q",
+			strings.Join(sqlalchemyDrivers, ", +"), scheme)
+	case hasDriver:
+		c.DatabaseURL = "postgres://" + rest
+		c.notes = append(c.notes, configNote{slog.LevelInfo,
+			"DATABASE_URL: a SQLAlchemy URL; using it as postgres:// (the +" + driver + " driver suffix is dropped)",
+			[]any{slog.String("scheme", scheme)}})
+	}
 }
 
 // validateChat checks the LLM_* and CHAT_* variables.
@@ -321,6 +384,14 @@ func (c *Config) validateChat() []error {
 		if c.Production() && c.LLMModel == "" {
 			bad("LLM_MODEL", "is required when ENVIRONMENT=production and LLM_PROVIDER=%s", c.LLMProvider)
 		}
+		// The defaults, here rather than in the agent: the start-up log shows
+		// the URL and model in use.
+		if c.LLMBaseURL == "" {
+			c.LLMBaseURL = map[string]string{"openai": agent.DefaultOpenAIBaseURL, "ollama": agent.DefaultOllamaBaseURL}[c.LLMProvider]
+		}
+		if c.LLMModel == "" {
+			c.LLMModel = map[string]string{"openai": agent.DefaultOpenAIModel, "ollama": agent.DefaultOllamaModel}[c.LLMProvider]
+		}
 	default:
 		bad("LLM_PROVIDER", "must be builtin, openai or ollama, got %q", c.LLMProvider)
 	}
@@ -330,6 +401,11 @@ func (c *Config) validateChat() []error {
 			bad("LLM_BASE_URL", "must be an http(s) URL such as https://api.openai.com/v1, got %q", c.LLMBaseURL)
 		}
 		c.LLMBaseURL = strings.TrimRight(c.LLMBaseURL, "/")
+		if err == nil && c.LLMProvider == "openai" && c.LLMAPIKey == "" && !localHost(u.Hostname()) {
+			c.notes = append(c.notes, configNote{slog.LevelWarn,
+				"LLM_API_KEY is not set: a hosted OpenAI-compatible endpoint refuses requests without a key (local servers need none)",
+				[]any{slog.String("base_url", c.LLMBaseURL)}})
+		}
 	}
 	if c.LLMTimeout <= 0 {
 		bad("LLM_TIMEOUT", "must be a positive duration such as 60s")
@@ -347,6 +423,18 @@ func (c *Config) validateChat() []error {
 		bad("CHAT_RATE_LIMIT", "must be positive, got %d", c.ChatRateLimit)
 	}
 	return errs
+}
+
+// localHost reports whether host is this machine or a private network's
+// (a model server that needs no key, such as llama.cpp, vLLM or LM Studio):
+// localhost, a loopback or private address, or a name of one label (a
+// compose service such as "vllm").
+func localHost(host string) bool {
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") || (net.ParseIP(host) == nil && !strings.Contains(host, ".")) {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && (ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast())
 }
 
 // validateOps checks RATE_LIMIT_WRITES and METRICS_TOKEN.

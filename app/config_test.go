@@ -1,10 +1,15 @@
 package app
 
 import (
+	"bytes"
+	"context"
+	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/evotodo/evo/store/storetest"
 )
 
 // getenv returns a getenv func over vars.
@@ -45,6 +50,13 @@ func TestLoadConfigRejectsBadValuesNamingTheVariable(t *testing.T) {
 		{"CORSOriginsWithoutScheme", map[string]string{"CORS_ORIGINS": "localhost:3000"}, "CORS_ORIGINS"},
 		{"CORSOriginsWithPath", map[string]string{"CORS_ORIGINS": "https://app.example/login"}, "CORS_ORIGINS"},
 		{"CORSOriginsEmptyEntry", map[string]string{"CORS_ORIGINS": "https://app.example,,https://b.example"}, "CORS_ORIGINS"},
+		{"CORSOriginsWildcardWithoutScheme", map[string]string{"CORS_ORIGINS": "*.example.com"}, "CORS_ORIGINS"},
+		{"CORSOriginsWildcardHost", map[string]string{"CORS_ORIGINS": "https://*"}, "CORS_ORIGINS"},
+		{"CORSOriginsInnerWildcard", map[string]string{"CORS_ORIGINS": "https://app.*.example.com"}, "CORS_ORIGINS"},
+		{"CORSOriginsUser", map[string]string{"CORS_ORIGINS": "https://me@app.example.com"}, "CORS_ORIGINS"},
+		{"GOGCNotANumber", map[string]string{"GOGC": "abc"}, "GOGC"},
+		{"DatabaseURLUnknownDriver", map[string]string{"DATABASE_URL": "postgresql+odbc://u@db/evo"}, "DATABASE_URL"},
+		{"DatabaseURLNoScheme", map[string]string{"DATABASE_URL": "u@db/evo"}, "DATABASE_URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -152,6 +164,30 @@ func TestLoadConfigAcceptsGoodValues(t *testing.T) {
 		{"JWTLeewayZero",
 			map[string]string{"JWT_LEEWAY": "0s"},
 			func(c Config) (any, any) { return c.JWTLeeway, time.Duration(0) }},
+		{"CORSOriginsNormalised",
+			map[string]string{"CORS_ORIGINS": "HTTPS://App.Example.com/, http://localhost:80,https://*.Example.org:443"},
+			func(c Config) (any, any) {
+				return c.CORSOrigins, []string{"https://app.example.com", "http://localhost", "https://*.example.org"}
+			}},
+		{"DatabaseURLSQLAlchemyPsycopg",
+			map[string]string{"DATABASE_URL": "postgresql+psycopg://u:p@db:5432/evo?sslmode=require"},
+			func(c Config) (any, any) { return c.DatabaseURL, "postgres://u:p@db:5432/evo?sslmode=require" }},
+		{"DatabaseURLSQLAlchemyAsyncpg",
+			map[string]string{"DATABASE_URL": "postgresql+asyncpg://u@db/evo"},
+			func(c Config) (any, any) { return c.DatabaseURL, "postgres://u@db/evo" }},
+		{"GOGCOff",
+			map[string]string{"GOGC": "off"},
+			func(c Config) (any, any) { return c.GOGC, "off" }},
+		{"OpenAIDefaultsApplied",
+			map[string]string{"LLM_PROVIDER": "openai"},
+			func(c Config) (any, any) {
+				return []string{c.LLMBaseURL, c.LLMModel}, []string{"https://api.openai.com/v1", "gpt-4o-mini"}
+			}},
+		{"OllamaDefaultsApplied",
+			map[string]string{"LLM_PROVIDER": "ollama"},
+			func(c Config) (any, any) {
+				return []string{c.LLMBaseURL, c.LLMModel}, []string{"http://localhost:11434", "llama3.2"}
+			}},
 		{"DataDirCleaned",
 			map[string]string{"DATA_DIR": "/var/lib/evo/"},
 			func(c Config) (any, any) { return c.DataDir, "/var/lib/evo" }},
@@ -166,5 +202,67 @@ func TestLoadConfigAcceptsGoodValues(t *testing.T) {
 				t.Errorf("got %#v, want %#v", got, want)
 			}
 		})
+	}
+}
+
+// TestLoadConfigParseErrorsSayWhatIsWanted: a value that does not parse gets
+// the form it should have, not the parser's words.
+func TestLoadConfigParseErrorsSayWhatIsWanted(t *testing.T) {
+	for _, tc := range []struct{ name, value, want string }{
+		{"SHUTDOWN_TIMEOUT", "10", `SHUTDOWN_TIMEOUT: must be a duration such as 30s, got "10"`},
+		{"WS_PING_INTERVAL", "soon", `WS_PING_INTERVAL: must be a duration such as 30s, got "soon"`},
+		{"GOGC", "abc", `GOGC: must be off or an integer (the GC target, percent), got "abc"`},
+	} {
+		_, err := LoadConfig(getenv(map[string]string{tc.name: tc.value}))
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("%s=%s: got %v, want %q", tc.name, tc.value, err, tc.want)
+		}
+	}
+}
+
+// TestStartupLogSaysWhatConfigChanged: the SQLAlchemy DATABASE_URL of the
+// Python backend works and the log says it was rewritten; LLM_PROVIDER=openai
+// logs the base URL and model in use and warns about a missing key, except for
+// a local server.
+func TestStartupLogSaysWhatConfigChanged(t *testing.T) {
+	t.Run("SQLAlchemyDatabaseURL", func(t *testing.T) {
+		pg := storetest.PostgresURL(t)
+		_, rest, _ := strings.Cut(pg, "://")
+		err, _, stderr := runCLI(t, map[string]string{"DATABASE_URL": "postgresql+psycopg://" + rest}, "migrate")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(stderr, "DATABASE_URL: a SQLAlchemy URL; using it as postgres://") || !strings.Contains(stderr, "database schema migrated") {
+			t.Fatalf("stderr %q, want the rewrite noted and the migrations applied", stderr)
+		}
+	})
+	t.Run("OpenAIWithoutKey", func(t *testing.T) {
+		_, _, stderr := runCLI(t, map[string]string{"LLM_PROVIDER": "openai"}, "migrate")
+		if !strings.Contains(stderr, "level=WARN") || !strings.Contains(stderr, "LLM_API_KEY is not set") || !strings.Contains(stderr, "base_url=https://api.openai.com/v1") {
+			t.Fatalf("stderr %q, want a warning about LLM_API_KEY", stderr)
+		}
+		cfg, err := LoadConfig(getenv(map[string]string{"LLM_PROVIDER": "openai"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var log bytes.Buffer
+		if _, err := openModel(context.Background(), cfg, slog.New(slog.NewTextHandler(&log, nil))); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(log.String(), "base_url=https://api.openai.com/v1 model=gpt-4o-mini") {
+			t.Fatalf("chat model log %q, want the defaults in use", log.String())
+		}
+	})
+	for _, env := range []map[string]string{
+		{"LLM_PROVIDER": "openai", "LLM_BASE_URL": "http://127.0.0.1:8080/v1"},
+		{"LLM_PROVIDER": "openai", "LLM_BASE_URL": "http://localhost:1234/v1"},
+		{"LLM_PROVIDER": "openai", "LLM_BASE_URL": "http://10.0.0.7:8000/v1"},
+		{"LLM_PROVIDER": "openai", "LLM_BASE_URL": "http://vllm:8000/v1"},
+		{"LLM_PROVIDER": "openai", "LLM_API_KEY": "sk-test"},
+		{"LLM_PROVIDER": "ollama"},
+	} {
+		if _, _, stderr := runCLI(t, env, "migrate"); strings.Contains(stderr, "LLM_API_KEY") {
+			t.Errorf("%v: stderr %q, want no key warning", env, stderr)
+		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -190,13 +189,11 @@ func mcpCommand(ctx context.Context, cfg Config, log *slog.Logger, args []string
 // hanging up): a client waits for its answers before it closes stdin.
 func runMCP(ctx context.Context, cfg Config, log *slog.Logger, args []string, getenv func(string) string,
 	stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("mcp", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, mcpUsage); fs.PrintDefaults() }
+	fs := newFlagSet("mcp", stdout)
 	token := fs.String("token", "", "a bearer JWT for the user (default $EVO_TOKEN)")
 	email := fs.String("email", "", "dev mode: act as the user with this email, created if missing")
 	name := fs.String("name", "", "dev mode: the name of a user --email creates (default: the email's local part)")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if *token == "" && *email == "" {
@@ -206,7 +203,6 @@ func runMCP(ctx context.Context, cfg Config, log *slog.Logger, args []string, ge
 	case *token != "" && *email != "":
 		return errors.New("mcp: give --token or --email, not both")
 	case *token == "" && *email == "":
-		fs.Usage()
 		return errors.New("mcp: --token JWT (or EVO_TOKEN) is required; in dev mode --email E works too")
 	case *email != "" && !cfg.DevIssuer():
 		return errors.New("mcp: --email works only in dev mode (BETTER_AUTH_URL unset, ENVIRONMENT not production); use --token")

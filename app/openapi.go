@@ -30,7 +30,8 @@ var openAPIDoc []byte
 // no script and no external resource: it works offline and behind a strict
 // CSP, where a JavaScript viewer from a CDN would not.
 func (s *Server) mountOpenAPI(app *fiber.App) {
-	page, style, err := renderDocs(openAPIDoc)
+	doc := withVersion(openAPIDoc, Version)
+	page, style, err := renderDocs(doc)
 	if err != nil {
 		panic(fmt.Sprintf("render openapi.json: %v", err)) // the embedded file is tested
 	}
@@ -40,7 +41,7 @@ func (s *Server) mountOpenAPI(app *fiber.App) {
 	app.Get("/openapi.json", func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSONCharsetUTF8)
 		c.Set(fiber.HeaderCacheControl, "no-cache")
-		return c.Send(openAPIDoc)
+		return c.Send(doc)
 	})
 	app.Get("/docs", func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
@@ -49,6 +50,21 @@ func (s *Server) mountOpenAPI(app *fiber.App) {
 		c.Set(fiber.HeaderXContentTypeOptions, "nosniff")
 		return c.Send(page)
 	})
+	// The Python backend served ReDoc here; its users' bookmarks land on /docs.
+	app.Get("/redoc", func(c *fiber.Ctx) error {
+		return c.Redirect("/docs", fiber.StatusMovedPermanently)
+	})
+}
+
+// withVersion returns doc with info.version set to v (the build's Version,
+// as `evo version` and MCP serverInfo say), the rest byte for byte.
+func withVersion(doc []byte, v string) []byte {
+	var d oasDoc
+	if err := json.Unmarshal(doc, &d); err != nil {
+		return doc // the embedded file is tested
+	}
+	quoted, _ := json.Marshal(v)
+	return bytes.Replace(doc, fmt.Appendf(nil, `"version": %q`, d.Info.Version), append([]byte(`"version": `), quoted...), 1)
 }
 
 // oasDoc is what the docs page reads of the document.

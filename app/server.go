@@ -17,7 +17,6 @@ import (
 	gojson "github.com/goccy/go-json"
 	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
-	"github.com/gofiber/fiber/v2/middleware/cors"
 	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/gofiber/fiber/v2/middleware/requestid"
 
@@ -147,6 +146,8 @@ func authConfig(cfg Config) auth.Config {
 		MaxKeys:         cfg.JWKSCacheMaxKeys,
 		RefreshInterval: cfg.JWKSRefreshInterval,
 		Leeway:          cfg.JWTLeeway,
+		IssuerHint:      issuerHint(cfg), // app.go
+		KeyHint:         keyHint(cfg),
 	}
 }
 
@@ -219,12 +220,7 @@ func (s *Server) routes() *fiber.App {
 	}))
 	app.Use(requestid.New(requestid.Config{ContextKey: requestIDKey}))
 	app.Use(s.logRequests)
-	app.Use(cors.New(cors.Config{
-		AllowOrigins:     strings.Join(s.cfg.CORSOrigins, ","),
-		AllowCredentials: true,
-		AllowHeaders:     "Authorization, Content-Type, Accept, X-Request-ID, Mcp-Protocol-Version, Mcp-Session-Id",
-		ExposeHeaders:    "X-Request-ID",
-	}))
+	app.Use(s.cors()) // cors.go
 
 	app.Get("/health", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "healthy"}) })
 	app.Get("/ready", s.ready)

@@ -1,8 +1,11 @@
 package app
 
 import (
+	"bytes"
+	"context"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"testing"
 	"time"
 )
@@ -38,17 +41,29 @@ func TestStopRightAfterStart(t *testing.T) {
 	}
 }
 
-// TestTuneGC: evo serve collects at GOGC 150 unless the environment sets GOGC, which then
-// stays the runtime's.
+// TestTuneGC: evo serve collects at GOGC 150 unless GOGC is set (the environment or
+// .env), which then is the target; LoadConfig refuses a GOGC the runtime would ignore.
 func TestTuneGC(t *testing.T) {
 	prev := debug.SetGCPercent(100)
 	t.Cleanup(func() { debug.SetGCPercent(prev) })
-	tuneGC(getenv(nil))
-	if got := debug.SetGCPercent(100); got != defaultGOGC {
-		t.Fatalf("GOGC unset: GC percent %d, want %d", got, defaultGOGC)
+	for _, tt := range []struct {
+		gogc string
+		want int
+	}{{"", defaultGOGC}, {"80", 80}, {"off", -1}} {
+		cfg, err := LoadConfig(getenv(map[string]string{"GOGC": tt.gogc}))
+		if err != nil {
+			t.Fatalf("GOGC=%q: %v", tt.gogc, err)
+		}
+		tuneGC(cfg.GOGC)
+		if got := debug.SetGCPercent(100); got != tt.want {
+			t.Errorf("GOGC=%q: GC percent %d, want %d", tt.gogc, got, tt.want)
+		}
 	}
-	tuneGC(getenv(map[string]string{"GOGC": "80"}))
-	if got := debug.SetGCPercent(100); got != 100 {
-		t.Fatalf("GOGC=80 set: GC percent changed to %d", got)
+	for _, bad := range []string{"abc", "150%", "1.5"} {
+		var stdout, stderr bytes.Buffer
+		err := Run(context.Background(), []string{"serve"}, getenv(map[string]string{"GOGC": bad, "PORT": "0", "DATA_DIR": t.TempDir()}), &stdout, &stderr)
+		if err == nil || !strings.Contains(err.Error(), "GOGC") || !strings.Contains(err.Error(), "off or an integer") {
+			t.Errorf("serve with GOGC=%q: got %v, want it refused naming GOGC", bad, err)
+		}
 	}
 }

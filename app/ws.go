@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/url"
-	"slices"
 	"time"
 
 	"github.com/gofiber/contrib/websocket"
@@ -77,7 +76,7 @@ func (s *Server) wsAuthenticate(c *fiber.Ctx) error {
 		// A socket accepted now would be closed with 1001 at once.
 		return store.Errorf(store.CodeUnavailable, "server is shutting down: reconnect")
 	}
-	if origin := c.Get(fiber.HeaderOrigin); origin != "" && !slices.Contains(s.cfg.CORSOrigins, origin) && !sameOrigin(c, origin) {
+	if origin := c.Get(fiber.HeaderOrigin); origin != "" && !s.cfg.origins.allowed(origin) && !sameOrigin(c, origin) {
 		return store.Errorf(store.CodeForbidden, "origin %q is not allowed (CORS_ORIGINS)", origin)
 	}
 	token := c.Query("token")

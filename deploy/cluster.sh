@@ -246,12 +246,13 @@ build() {
 
 cmd_start() {
 	local t0=$SECONDS
+	# A missing nginx fails first, before anything (the database) is created.
+	running nginx || nginx_bin >/dev/null
 	mkdir -p "$dir"
 	load_settings
 	if running evo1 && running evo2 && running nginx; then
 		log "already running"
 	else
-		nginx_bin >/dev/null
 		# Ports first: a busy one fails fast, before the build.
 		local c port var
 		for c in evo1:$EVO_PORT_1:EVO_PORT_1 evo2:$EVO_PORT_2:EVO_PORT_2 nginx:$NGINX_PORT:NGINX_PORT; do

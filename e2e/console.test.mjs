@@ -7,7 +7,8 @@
 // Without /usr/bin/chromium or playwright-core the test is skipped and says
 // why; in CI (CI set) it fails instead. CHROMIUM_PATH picks another browser,
 // EVO_BIN a prebuilt server, E2E_SCREENSHOT where the screenshot goes
-// (default docs/console.png).
+// (default e2e/out/console.png, untracked; make e2e SCREENSHOT=docs/console.png
+// updates the README's).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const SCREENSHOT = resolve(ROOT, process.env.E2E_SCREENSHOT || 'docs/console.png');
+const SCREENSHOT = resolve(ROOT, process.env.E2E_SCREENSHOT || 'e2e/out/console.png');
 const CHROMIUM_FLAGS = [
   '--headless',
   '--no-sandbox',
@@ -191,6 +192,9 @@ test('console: sign in, live todos in two tabs, chat, reconnect, history', { ski
   await t.test('signs in with the dev form, by keyboard', async () => {
     await tab1.goto(server.url);
     await tab1.getByRole('heading', { name: 'Sign in' }).waitFor(WAIT);
+    // Before sign-in the header is neutral, not a red "Offline" (which reads as "server down").
+    await tab1.locator('#conn[data-state="signedout"]').waitFor(WAIT);
+    assert.equal(await tab1.locator('#conn-text').textContent(), 'Signed out');
     await tab1.getByLabel('Email').fill('not-an-email');
     await tab1.getByLabel('Email').press('Enter');
     await tab1.getByText('Enter an email address like ada@example.com.').waitFor(WAIT);

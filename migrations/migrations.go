@@ -53,5 +53,14 @@ func Up(ctx context.Context, db *sql.DB, dialect string, log *slog.Logger) error
 	for _, r := range results {
 		log.Info("migration applied", slog.String("dialect", dialect), slog.Int64("version", r.Source.Version), slog.Duration("took", r.Duration))
 	}
+	version, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("%s migrations: read the version: %w", dialect, err)
+	}
+	if len(results) == 0 {
+		log.Info("database schema up to date", slog.String("dialect", dialect), slog.Int64("version", version))
+	} else {
+		log.Info("database schema migrated", slog.String("dialect", dialect), slog.Int64("version", version), slog.Int("applied", len(results)))
+	}
 	return nil
 }

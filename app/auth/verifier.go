@@ -64,6 +64,12 @@ type Config struct {
 	Leeway time.Duration
 	// FetchTimeout bounds one JWKS fetch (default 10s).
 	FetchTimeout time.Duration
+	// IssuerHint ends the 401 of a token whose iss or aud is not Issuer or
+	// Audience: what sets them (e.g. "BETTER_AUTH_URL").
+	IssuerHint string
+	// KeyHint ends the 401 of a token whose kid is not in the JWKS: where the
+	// keys come from (the dev issuer: its DATA_DIR).
+	KeyHint string
 }
 
 // Verifier checks bearer tokens. It caches the key set for CacheLifespan,
@@ -203,7 +209,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 		jwt.WithIssuer(v.cfg.Issuer), jwt.WithAudience(v.cfg.Audience),
 		jwt.WithAcceptableSkew(v.cfg.Leeway))
 	if err != nil {
-		return Claims{}, claimError(err)
+		return Claims{}, v.claimError(err, token)
 	}
 	// Checked here, not with jwt.WithRequiredClaim, whose errors do not
 	// say which claim is missing.
@@ -299,6 +305,41 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
+// hint is a hint for the end of an error message: "" or "; " + h.
+func hint(h string) string {
+	if h == "" {
+		return ""
+	}
+	return "; " + h
+}
+
+// claimValue quotes a claim of the sender's token for an error message: at
+// most 100 bytes, Go-quoted (no control characters reach a log or a client).
+func claimValue(s string) string {
+	if len(s) > 100 {
+		s = strings.ToValidUTF8(s[:100], "") + "..."
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+func (v *Verifier) claimError(err error, token string) error {
+	switch {
+	case errors.Is(err, jwt.ErrInvalidIssuer()), errors.Is(err, jwt.ErrInvalidAudience()):
+		// Expected vs got: a token minted for another URL (evo token without the
+		// server's PORT or PUBLIC_URL) is the usual cause. The claims are the
+		// sender's own, and its signature was checked.
+		var iss, aud string
+		if tok, perr := jwt.Parse([]byte(token), jwt.WithVerify(false), jwt.WithValidate(false)); perr == nil {
+			iss, aud = claimValue(tok.Issuer()), claimValue(strings.Join(tok.Audience(), ", "))
+		}
+		if errors.Is(err, jwt.ErrInvalidIssuer()) {
+			return unauthorized("invalid token issuer: got iss %s, want %q%s", iss, v.cfg.Issuer, hint(v.cfg.IssuerHint))
+		}
+		return unauthorized("invalid token audience: got aud %s, want %q%s", aud, v.cfg.Audience, hint(v.cfg.IssuerHint))
+	}
+	return claimError(err)
+}
+
 func claimError(err error) error {
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired()):
@@ -369,7 +410,7 @@ func (v *Verifier) key(ctx context.Context, kid string) (jwk.Key, error) {
 			return k, nil
 		}
 	}
-	return nil, unauthorized("token signing key not found in JWKS")
+	return nil, unauthorized("token signing key not found in JWKS%s", hint(v.cfg.KeyHint))
 }
 
 // keySet returns the key set to verify with:

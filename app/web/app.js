@@ -32,7 +32,7 @@ const state = {
   buffers: new Set(), // per list load: the events that arrived meanwhile
   listGen: 0, // the latest list load
   ws: null,
-  conn: 'offline',
+  conn: 'signedout',
   attempt: 0, // reconnects since the last live socket
   failedOpens: 0, // sockets closed before their hello, in a row
   reconnectTimer: 0,
@@ -247,7 +247,7 @@ function signOut() {
   state.items.clear();
   el.who.hidden = true;
   el.console.hidden = true;
-  setConn('offline');
+  setConn('signedout');
   showBanner('');
   showSignIn(false);
 }
@@ -461,7 +461,8 @@ el.addForm.addEventListener('submit', guard(async (e) => {
 
 // ---------- WebSocket ----------
 
-const CONN_TEXT = { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…', offline: 'Offline' };
+// signedout: no session yet (or signed out), neutral; offline: a session whose socket is down.
+const CONN_TEXT = { signedout: 'Signed out', connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…', offline: 'Offline' };
 
 function setConn(conn, text) {
   state.conn = conn;
