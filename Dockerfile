@@ -3,7 +3,11 @@
 # user, DATA_DIR on a volume.
 #
 #   docker build --build-arg VERSION=$(git describe --tags --always --dirty) -t evo .
-#   docker run -p 8000:8000 -v evo-data:/data evo
+#   docker run -p 8000:8000 -v evo-data:/data -e BETTER_AUTH_URL=https://app.example.com evo
+#   docker run -p 127.0.0.1:8000:8000 -v evo-data:/data -e HOST=0.0.0.0 evo   # dev issuer, this machine only
+#
+# Without BETTER_AUTH_URL the server is its own dev issuer and listens on the
+# container's loopback only, unless HOST says otherwise.
 #
 # docker-compose.yml runs two of these behind nginx with PostgreSQL and Redis.
 

@@ -266,7 +266,7 @@ func keyHint(cfg Config) string {
 }
 
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
-	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
+	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.listenHost(), strconv.Itoa(cfg.Port)))
 	if err != nil {
 		return fmt.Errorf("listen (HOST, PORT): %w", err)
 	}

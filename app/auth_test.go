@@ -235,7 +235,11 @@ func hs256(header, claims map[string]any, secret []byte) string {
 func deleteUserRow(t testing.TB, ts *testServer, id string) {
 	t.Helper()
 	ctx := context.Background()
-	switch db := ts.srv.db.(type) {
+	db := ts.srv.db
+	if b, ok := db.(*boundedDB); ok {
+		db = b.Unwrap()
+	}
+	switch db := db.(type) {
 	case *postgres.DB:
 		if _, err := db.Pool().Exec(ctx, `DELETE FROM "user" WHERE id = $1`, id); err != nil {
 			t.Fatal(err)

@@ -31,7 +31,8 @@ type Config struct {
 	Environment string `env:"ENVIRONMENT" envDefault:"development"`
 	// Debug is DEBUG: debug-level logs. Default false.
 	Debug bool `env:"DEBUG" envDefault:"false"`
-	// Host is HOST, the listen address. Default "" (all interfaces).
+	// Host is HOST, the listen address. Default "": all interfaces, but
+	// loopback (127.0.0.1) while the server is its own dev issuer.
 	Host string `env:"HOST"`
 	// Port is PORT. Default 8000; 0 picks a free port.
 	Port int `env:"PORT" envDefault:"8000"`
@@ -47,6 +48,10 @@ type Config struct {
 	// DBMaxConns is DB_MAX_CONNS, the PostgreSQL pool size. Default 5 (the
 	// seed's pool of 2 plus an overflow of 3).
 	DBMaxConns int `env:"DB_MAX_CONNS" envDefault:"5"`
+	// DBTimeout is DB_TIMEOUT: the longest one PostgreSQL operation may take
+	// (waiting for a pooled connection included); past it the request
+	// answers 503 unavailable. Default 2s.
+	DBTimeout time.Duration `env:"DB_TIMEOUT" envDefault:"2s"`
 	// RedisURL is REDIS_URL: Redis pub/sub fan-out across replicas. Empty
 	// (default): in-process fan-out, one replica.
 	RedisURL string `env:"REDIS_URL"`
@@ -54,6 +59,10 @@ type Config struct {
 	// {BETTER_AUTH_URL}/api/auth/jwks and iss and aud must equal it. Empty
 	// outside production: the server is its own dev issuer.
 	BetterAuthURL string `env:"BETTER_AUTH_URL"`
+	// DevAuth is DEV_AUTH: lets the dev issuer run although DATABASE_URL or
+	// REDIS_URL is set (a production-like setup, where it is refused by
+	// default: whoever reaches the port can sign in as anyone). Default false.
+	DevAuth bool `env:"DEV_AUTH" envDefault:"false"`
 	// JWKSCacheLifespan is JWKS_CACHE_LIFESPAN, seconds a fetched key set is
 	// trusted before it is fetched again. Default 300.
 	JWKSCacheLifespan int `env:"JWKS_CACHE_LIFESPAN" envDefault:"300"`
@@ -185,6 +194,26 @@ func (c *Config) Production() bool { return c.Environment == "production" }
 // DevIssuer reports whether the server issues its own dev tokens.
 func (c *Config) DevIssuer() bool { return c.BetterAuthURL == "" && !c.Production() }
 
+// devIssuerError refuses the dev issuer where a production deployment would
+// copy it from: with DATABASE_URL or REDIS_URL set, unless DEV_AUTH is.
+func (c *Config) devIssuerError() error {
+	if !c.DevIssuer() || c.DevAuth || (c.DatabaseURL == "" && c.RedisURL == "") {
+		return nil
+	}
+	return errors.New("BETTER_AUTH_URL: is required with DATABASE_URL or REDIS_URL: without it the server would be its own dev issuer, " +
+		"and anyone who reaches the port could sign in as any user; set BETTER_AUTH_URL (and ENVIRONMENT=production), " +
+		"or DEV_AUTH=true for a development setup on PostgreSQL or Redis")
+}
+
+// listenHost is the address serve listens on: HOST, or loopback in dev
+// issuer mode when HOST is unset (HOST=0.0.0.0 listens on every interface).
+func (c *Config) listenHost() string {
+	if c.Host == "" && c.DevIssuer() {
+		return "127.0.0.1"
+	}
+	return c.Host
+}
+
 // LoadConfig reads the configuration from getenv, falling back to a .env
 // file in the working directory, and validates it. Errors name the variable.
 func LoadConfig(getenv func(string) string) (Config, error) {
@@ -306,7 +335,7 @@ func (c *Config) validate() error {
 		v    time.Duration
 	}{
 		{"JWKS_REFRESH_INTERVAL", c.JWKSRefreshInterval}, {"JWT_LEEWAY", c.JWTLeeway + 1},
-		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout}, {"REQUEST_TIMEOUT", c.RequestTimeout},
+		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout}, {"REQUEST_TIMEOUT", c.RequestTimeout}, {"DB_TIMEOUT", c.DBTimeout},
 		{"EVENT_RETENTION_AGE", c.EventRetentionAge}, {"WS_PING_INTERVAL", c.WSPingInterval},
 		{"WS_PONG_TIMEOUT", c.WSPongTimeout}, {"WS_RESUME_GRACE", c.WSResumeGrace},
 		{"WS_GAP_WAIT", c.WSGapWait},

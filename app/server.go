@@ -81,7 +81,7 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (store.DB, err
 			db.Close()
 			return nil, err
 		}
-		return db, nil
+		return newBoundedDB(db, cfg.DBTimeout), nil
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("DATA_DIR: %w", err)
@@ -100,6 +100,9 @@ func openStore(ctx context.Context, cfg Config, log *slog.Logger) (store.DB, err
 // NewServer opens the store and wires a replica that will serve on port
 // (the port matters to the dev issuer, whose URL names it).
 func NewServer(ctx context.Context, cfg Config, log *slog.Logger, port int) (*Server, error) {
+	if err := cfg.devIssuerError(); err != nil {
+		return nil, err
+	}
 	model, err := openModel(ctx, cfg, log)
 	if err != nil {
 		return nil, err
@@ -116,11 +119,16 @@ func NewServer(ctx context.Context, cfg Config, log *slog.Logger, port int) (*Se
 			db.Close()
 			return nil, err
 		}
-		// The dev issuer is trusted through the very same JWKS path.
-		acfg.JWKSURL = "http://127.0.0.1:" + strconv.Itoa(port) + "/api/auth/jwks"
+		// The dev issuer's tokens are verified like Better Auth's, against
+		// its key set given directly (no fetch of our own URL, which HOST,
+		// a proxy or a container network can make unreachable).
+		acfg.JWKSURL, acfg.Keys = "", s.issuer.KeySet()
 		acfg.Issuer, acfg.Audience = url, url
-		log.Warn("development issuer on: tokens from `evo token --email ...` are trusted; set BETTER_AUTH_URL in production",
-			slog.String("issuer", url))
+		log.Warn("AUTH MODE: DEV ISSUER. Anyone who can reach this server can sign in as any user "+
+			"(POST /api/dev/token, `evo token --email ...`); set BETTER_AUTH_URL for real users",
+			slog.String("auth", "dev-issuer"), slog.String("issuer", url), slog.Bool("dev_auth", cfg.DevAuth))
+	} else {
+		log.Info("auth mode: Better Auth", slog.String("auth", "better-auth"), slog.String("jwks", acfg.JWKSURL))
 	}
 	s.verifier = auth.NewVerifier(acfg, db, log)
 	if err := s.openHub(ctx); err != nil {
@@ -218,6 +226,7 @@ func (s *Server) routes() *fiber.App {
 			s.log.Error("panic", requestAttrs(c), slog.Any("panic", e))
 		},
 	}))
+	app.Use(baseHeaders) // X-Request-ID checked, nosniff (headers.go)
 	app.Use(requestid.New(requestid.Config{ContextKey: requestIDKey}))
 	app.Use(s.logRequests)
 	app.Use(s.cors()) // cors.go
@@ -387,7 +396,9 @@ func (s *Server) ready(c *fiber.Ctx) error {
 // closes the store.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.app.Listener(ln) }()
+	// A connection's first request must arrive within REQUEST_TIMEOUT, and
+	// running out of descriptors pauses accepting rather than ending Serve.
+	go func() { errc <- s.app.Listener(newGuardedListener(ln, s.cfg.RequestTimeout, s.log)) }()
 	s.wg.Go(func() { s.pruneEvents(s.baseCtx) })
 	s.log.Info("serving", slog.String("addr", ln.Addr().String()), slog.String("environment", s.cfg.Environment))
 	var err error

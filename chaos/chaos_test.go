@@ -63,7 +63,7 @@ func TestChaos(t *testing.T) {
 	pg := startPG(t)
 	rd := startRedis(t, dir)
 	env := []string{
-		"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "ENVIRONMENT=development", "HOST=127.0.0.1",
+		"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "ENVIRONMENT=development", "DEV_AUTH=true", "HOST=127.0.0.1",
 		"DATABASE_URL=" + pg.URL(), "REDIS_URL=" + rd.URL(), "DATA_DIR=" + filepath.Join(dir, "data"),
 		"PUBLIC_URL=http://evo-chaos.test", "CORS_ORIGINS=http://evo-chaos.test", "DB_MAX_CONNS=10",
 		"RATE_LIMIT_WRITES=1000000", "CHAT_RATE_LIMIT=1000000", "WS_MAX_CONNS_PER_USER=1000", "SHUTDOWN_TIMEOUT=5s",

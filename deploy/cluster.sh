@@ -225,6 +225,9 @@ start_replica() {
 		. "$settings"
 		set +a
 		export HOST=127.0.0.1 PORT=$port
+		# A development cluster: loopback ports, and (without BETTER_AUTH_URL)
+		# the dev issuer, which PostgreSQL and Redis make opt-in.
+		export DEV_AUTH=${DEV_AUTH:-true}
 		# The console served through nginx opens its socket from PUBLIC_URL.
 		export CORS_ORIGINS=${CORS_ORIGINS:-http://localhost:3000,$PUBLIC_URL}
 		spawn "$name" "$bin" serve

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 )
 
 const templatePath = "nginx/evo.conf.template"
@@ -151,5 +153,86 @@ func write(t *testing.T, path, data string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// composeFile is what TestCompose reads of a compose file.
+type composeFile struct {
+	Services map[string]struct {
+		Image       string            `yaml:"image"`
+		Build       any               `yaml:"build"`
+		PullPolicy  string            `yaml:"pull_policy"`
+		Environment map[string]string `yaml:"environment"`
+	} `yaml:"services"`
+}
+
+func readCompose(t *testing.T, path string) composeFile {
+	t.Helper()
+	var f composeFile
+	if err := yaml.Unmarshal([]byte(read(t, path)), &f); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return f
+}
+
+// composePassed are the Evo variables docker-compose.yml hands to the replicas
+// from the environment or .env.
+var composePassed = []string{"BETTER_AUTH_URL", "DEBUG", "DB_TIMEOUT", "RATE_LIMIT_WRITES", "CHAT_RATE_LIMIT",
+	"METRICS_TOKEN", "LLM_PROVIDER", "LLM_BASE_URL", "LLM_API_KEY", "LLM_MODEL", "LLM_TIMEOUT", "CHAT_MAX_STEPS", "CHAT_HISTORY"}
+
+// TestCompose: docker-compose.yml runs the replicas as production (Better Auth
+// from .env, never the dev issuer), passes the operator's settings through,
+// builds the image once; docker-compose.dev.yml is the one place that turns the
+// dev issuer on; the commands in their comments work as written (exec -T).
+func TestCompose(t *testing.T) {
+	base := readCompose(t, "../docker-compose.yml")
+	example := read(t, "../.env.example")
+	builds := 0
+	for _, name := range []string{"evo1", "evo2"} {
+		svc, ok := base.Services[name]
+		if !ok {
+			t.Fatalf("docker-compose.yml has no service %s", name)
+		}
+		env := svc.Environment
+		if env["ENVIRONMENT"] != "production" {
+			t.Errorf("%s: ENVIRONMENT %q, want production", name, env["ENVIRONMENT"])
+		}
+		if _, ok := env["DEV_AUTH"]; ok {
+			t.Errorf("%s: DEV_AUTH is set in docker-compose.yml", name)
+		}
+		for _, v := range composePassed {
+			if env[v] != "${"+v+":-}" {
+				t.Errorf("%s: %s is %q, want it passed on as ${%s:-}", name, v, env[v], v)
+			}
+			if !strings.Contains(example, "\n"+v+"=") {
+				t.Errorf("%s is passed by docker-compose.yml but not in .env.example", v)
+			}
+		}
+		if svc.Build != nil {
+			builds++
+		} else if svc.PullPolicy != "never" || svc.Image != base.Services["evo1"].Image {
+			t.Errorf("%s: no build, so it must run evo1's image with pull_policy: never (image %q, pull_policy %q)", name, svc.Image, svc.PullPolicy)
+		}
+	}
+	if builds != 1 {
+		t.Errorf("docker-compose.yml builds the Evo image in %d services, want 1", builds)
+	}
+
+	dev := readCompose(t, "../docker-compose.dev.yml")
+	for _, name := range []string{"evo1", "evo2"} {
+		env := dev.Services[name].Environment
+		want := map[string]string{"ENVIRONMENT": "development", "BETTER_AUTH_URL": "", "DEV_AUTH": "true", "HOST": "0.0.0.0"}
+		for k, v := range want {
+			if got, ok := env[k]; !ok || got != v {
+				t.Errorf("docker-compose.dev.yml %s: %s is %q, want %q", name, k, got, v)
+			}
+		}
+	}
+	for _, path := range []string{"../docker-compose.yml", "../docker-compose.dev.yml", "../README.md"} {
+		for _, m := range regexp.MustCompile(`docker compose exec [^\n]*`).FindAllString(read(t, path), -1) {
+			if !strings.HasPrefix(m, "docker compose exec -T ") {
+				t.Errorf("%s: %q: without -T the output ends in a carriage return (a TTY)", path, m)
+			}
+		}
 	}
 }

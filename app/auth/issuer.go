@@ -108,12 +108,17 @@ func newIssuer(url string, priv ed25519.PrivateKey) (*Issuer, error) {
 // KeyID returns the kid of the signing key.
 func (i *Issuer) KeyID() string { return i.key.KeyID() }
 
-// JWKS returns the public key set, as Better Auth serves it.
-func (i *Issuer) JWKS() []byte {
+// KeySet returns the public key set.
+func (i *Issuer) KeySet() jwk.Set {
 	pub, _ := i.key.PublicKey()
 	set := jwk.NewSet()
 	set.AddKey(pub)
-	data, _ := json.Marshal(set)
+	return set
+}
+
+// JWKS returns the public key set, as Better Auth serves it.
+func (i *Issuer) JWKS() []byte {
+	data, _ := json.Marshal(i.KeySet())
 	return data
 }
 

@@ -70,6 +70,9 @@ type Config struct {
 	// KeyHint ends the 401 of a token whose kid is not in the JWKS: where the
 	// keys come from (the dev issuer: its DATA_DIR).
 	KeyHint string
+	// Keys, if set, is the key set itself, used instead of fetching
+	// JWKSURL (the dev issuer's own keys): the same checks, no HTTP.
+	Keys jwk.Set
 }
 
 // Verifier checks bearer tokens. It caches the key set for CacheLifespan,
@@ -93,6 +96,7 @@ type Verifier struct {
 	lastForced time.Time     // last fetch caused by an unknown kid
 	inflight   chan struct{} // the fetch in flight, closed when it ends; nil if none
 	fetches    int
+	static     bool // the keys came with Config.Keys: never fetched
 
 	// verified remembers tokens whose signature and claims were checked, by SHA-256:
 	// a client sends the same token with every request for its whole life (Better Auth:
@@ -133,7 +137,17 @@ func NewVerifier(cfg Config, users Users, log *slog.Logger) *Verifier {
 	if cfg.FetchTimeout <= 0 {
 		cfg.FetchTimeout = 10 * time.Second
 	}
-	return &Verifier{cfg: cfg, users: users, log: log, client: &http.Client{Timeout: cfg.FetchTimeout}}
+	v := &Verifier{cfg: cfg, users: users, log: log, client: &http.Client{Timeout: cfg.FetchTimeout}}
+	if cfg.Keys != nil {
+		v.static = true
+		set, err := v.usableKeys(cfg.Keys)
+		if err != nil {
+			log.Error("verifier key set", slog.Any("error", err))
+		} else {
+			v.set, v.freshUntil = set, time.Unix(1<<62, 0)
+		}
+	}
+	return v
 }
 
 func unauthorized(format string, args ...any) error {
@@ -218,6 +232,10 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 	}
 	if tok.Subject() == "" {
 		return Claims{}, unauthorized("token has no subject (sub)")
+	}
+	if strings.ContainsRune(tok.Subject(), 0) {
+		// No user id holds NUL, and PostgreSQL cannot even compare it.
+		return Claims{}, unauthorized("token subject (sub) is not a valid user id")
 	}
 	claims := Claims{UserID: tok.Subject(), Expires: tok.Expiration()}
 	if err := v.checkUser(ctx, claims.UserID); err != nil {
@@ -397,7 +415,7 @@ func (v *Verifier) key(ctx context.Context, kid string) (jwk.Key, error) {
 		return k, nil
 	}
 	done := (<-chan struct{})(v.inflight)
-	if done == nil && time.Since(v.lastForced) >= v.cfg.RefreshInterval {
+	if done == nil && !v.static && time.Since(v.lastForced) >= v.cfg.RefreshInterval {
 		v.lastForced = time.Now()
 		done = v.startFetch()
 	}
@@ -436,7 +454,7 @@ func (v *Verifier) keySet(ctx context.Context) (jwk.Set, error) {
 		}
 		v.mu.Unlock()
 		return set, nil
-	case set == nil && v.failing && now.Before(v.retryAt):
+	case set == nil && (v.static || v.failing && now.Before(v.retryAt)):
 		v.mu.Unlock()
 		return nil, errJWKSUnavailable
 	}
@@ -519,6 +537,12 @@ func (v *Verifier) download(ctx context.Context) (jwk.Set, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse JWKS: %w", err)
 	}
+	return v.usableKeys(parsed)
+}
+
+// usableKeys keeps the public signing keys of parsed that Evo accepts, the last
+// MaxKeys of them.
+func (v *Verifier) usableKeys(parsed jwk.Set) (jwk.Set, error) {
 	var keys []jwk.Key
 	for i := 0; i < parsed.Len(); i++ {
 		k, _ := parsed.Key(i)
