@@ -633,7 +633,7 @@ func TestChatDeletedUser(t *testing.T) {
 	renewer.expectClose(realtime.CloseForbidden, 10*time.Second)
 
 	var n int
-	pool := ts.srv.db.(*postgres.DB).Pool()
+	pool := ts.srv.db.(*boundedDB).Unwrap().(*postgres.DB).Pool()
 	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM chat_messages WHERE user_id = $1`, u.ID).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("chat_messages of the deleted user: got %d (%v), want 0", n, err)
 	}
