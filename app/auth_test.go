@@ -27,9 +27,11 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 
+	"github.com/evotodo/evo/app/auth"
 	"github.com/evotodo/evo/store"
 	"github.com/evotodo/evo/store/postgres"
 	"github.com/evotodo/evo/store/sqlite"
+	"github.com/evotodo/evo/store/storetest"
 )
 
 // authGet sends method path with the Authorization header authz (none if
@@ -287,6 +289,7 @@ func TestAuthAttackMatrix(t *testing.T) {
 				t.Fatalf("before the delete: got %d %s", status, data)
 			}
 			deleteUserRow(t, ts, deleted.ID)
+			time.Sleep(auth.UserCacheTTL) // a deleted user is refused within it
 			oversized := strings.Repeat("A", 4500) + "." + strings.Repeat("B", 4500) + ".C"
 
 			tests := []struct {
@@ -784,4 +787,38 @@ func TestAuthProductionConfig(t *testing.T) {
 			t.Errorf("dev token: got %d %s", status, data)
 		}
 	})
+}
+
+// TestAuthDeletedUserEveryReplica: the verifier remembers users that exist for
+// auth.UserCacheTTL, so a token whose user row Better Auth deleted is refused by every
+// replica within that time; a create on a replica that still trusted the user fails on
+// the missing row and is refused as the token would be (401), and that replica forgets
+// the user at once.
+func TestAuthDeletedUserEveryReplica(t *testing.T) {
+	js := newJWKSServer(t)
+	env := map[string]string{"DATABASE_URL": storetest.PostgresURL(t)}
+	a, b := startReplica(t, js, "postgres", env), startReplica(t, js, "postgres", env)
+	u, tok := a.user(t)
+	for _, ts := range []*testServer{a, b} {
+		if status, body := ts.do(t, "GET", "/api/todos", tok, nil); status != http.StatusOK {
+			t.Fatalf("before the delete: %d %s", status, body)
+		}
+	}
+	deleteUserRow(t, a, u.ID)
+	deleted := time.Now()
+	// A create that still passed the cached check: the row is gone, 401.
+	status, body := a.do(t, "POST", "/api/todos", tok, map[string]string{"title": "orphan"})
+	if time.Since(deleted) < auth.UserCacheTTL && status != http.StatusUnauthorized {
+		t.Fatalf("create for the deleted user: %d %s, want 401", status, body)
+	}
+	if status, body := a.do(t, "GET", "/api/todos", tok, nil); status != http.StatusUnauthorized {
+		t.Fatalf("replica a after the failed create: %d %s, want 401 (user forgotten)", status, body)
+	}
+	time.Sleep(time.Until(deleted.Add(auth.UserCacheTTL)))
+	for i, ts := range []*testServer{a, b} {
+		status, body := ts.do(t, "GET", "/api/todos", tok, nil)
+		if status != http.StatusUnauthorized || !strings.Contains(string(body), "token user does not exist") {
+			t.Fatalf("replica %d, %v after the delete: %d %s, want 401", i, auth.UserCacheTTL, status, body)
+		}
+	}
 }

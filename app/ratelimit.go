@@ -22,7 +22,15 @@ import (
 // that holds one minute's allowance: a user may spend it at once, then gets
 // one more every 60/n seconds. With REDIS_URL the buckets live in Redis
 // (GCRA, go-redis/redis_rate), so every replica draws on the same budget;
-// without it each replica counts on its own. A limit that cannot reach Redis
+// without it each replica counts on its own. A replica takes a user's
+// tokens from Redis a few at a time (a lease: up to leaseSize, one Redis
+// call) and spends them locally, so a write costs a Redis call only every
+// leaseSize writes of that user on that replica. Tokens are taken from the
+// shared budget before they are spent, so the limit is never exceeded over a
+// lease's lifetime; the error is bounded by the leases: a user may be refused
+// while up to leaseSize-1 tokens sit unspent in each other replica's lease,
+// and may spend up to leaseSize-1 leftover tokens per replica on top of a
+// full bucket (leases are dropped after leaseTTL). A limit that cannot reach Redis
 // lets the request through and logs a warning: the limit protects the
 // server, and Redis trouble should not stop the app.
 
@@ -37,12 +45,25 @@ const (
 // limitTimeout bounds the Redis round trip of one check.
 const limitTimeout = 2 * time.Second
 
+// leaseTTL is how long a replica keeps unspent leased tokens of a user.
+const leaseTTL = time.Minute
+
+// leaseSize is how many tokens a replica takes from a user's shared budget at
+// once: a twentieth of the minute's allowance (1 below 40 a minute: exact),
+// at most 64.
+func leaseSize(perMinute int) int { return min(max(1, perMinute/20), 64) }
+
+// limitKey is the Redis key of user's budget on surface (redis_rate adds its
+// own prefix, "rate:").
+func limitKey(surface, user string) string { return "evo:" + surface + ":" + user }
+
 // userLimit is a per-user limit on one kind of request.
 type userLimit struct {
 	surface   string // surfaceWrites or surfaceChat
 	what      string // what is counted, for the error: "writes", "chat messages"
 	perMinute int
 	redis     *redis_rate.Limiter // nil: counted in memory
+	leases    *leases             // with redis: tokens taken from Redis, not yet spent
 	mem       *memoryBuckets
 	log       *slog.Logger
 	metrics   *metrics
@@ -54,6 +75,7 @@ func newUserLimit(s *Server, surface, what string, perMinute int) *userLimit {
 	l := &userLimit{surface: surface, what: what, perMinute: perMinute, log: s.log, metrics: s.metrics}
 	if s.redis != nil {
 		l.redis = redis_rate.NewLimiter(s.redis)
+		l.leases = &leases{users: map[string]*lease{}}
 	} else {
 		l.mem = newMemoryBuckets(perMinute)
 	}
@@ -65,15 +87,10 @@ func newUserLimit(s *Server, surface, what string, perMinute int) *userLimit {
 func (l *userLimit) allow(ctx context.Context, user string) (time.Duration, error) {
 	var retry time.Duration
 	if l.redis != nil {
-		rctx, cancel := context.WithTimeout(ctx, limitTimeout)
-		res, err := l.redis.Allow(rctx, "evo:"+l.surface+":"+user, redis_rate.PerMinute(l.perMinute))
-		cancel()
-		switch {
-		case err != nil:
+		var err error
+		if retry, err = l.fromRedis(ctx, user); err != nil {
 			l.log.Warn("rate limit: redis failed, request let through", slog.String("surface", l.surface), slog.Any("error", err))
 			return 0, nil
-		case res.Allowed == 0:
-			retry = max(res.RetryAfter, time.Millisecond)
 		}
 	} else {
 		retry = l.mem.take(user, time.Now())
@@ -84,6 +101,69 @@ func (l *userLimit) allow(ctx context.Context, user string) (time.Duration, erro
 	l.metrics.rateLimited.WithLabelValues(l.surface).Inc()
 	return retry, store.Errorf(store.CodeRateLimited, "too many %s: at most %d a minute; try again in %ds",
 		l.what, l.perMinute, retrySeconds(retry))
+}
+
+// fromRedis spends one of user's leased tokens, leasing more from Redis when
+// there are none: 0, or how long to wait when the shared budget is used up.
+func (l *userLimit) fromRedis(ctx context.Context, user string) (time.Duration, error) {
+	now := time.Now()
+	ls := l.leases.get(user, now)
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.tokens > 0 && now.Before(ls.until) {
+		ls.tokens--
+		return 0, nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, limitTimeout)
+	defer cancel()
+	res, err := l.redis.AllowAtMost(rctx, limitKey(l.surface, user), redis_rate.PerMinute(l.perMinute), leaseSize(l.perMinute))
+	switch {
+	case err != nil:
+		return 0, err
+	case res.Allowed == 0:
+		ls.tokens = 0
+		return max(res.RetryAfter, time.Millisecond), nil
+	}
+	ls.tokens, ls.until = res.Allowed-1, now.Add(leaseTTL)
+	return 0, nil
+}
+
+// leases holds each user's leased tokens on this replica.
+type leases struct {
+	mu    sync.Mutex
+	users map[string]*lease
+	swept time.Time
+}
+
+// lease is tokens of one user's shared budget this replica took and has not spent.
+type lease struct {
+	mu     sync.Mutex // held across the Redis call that refills it
+	tokens int
+	until  time.Time
+}
+
+// get returns user's lease, forgetting empty and expired ones (at most once a
+// second) once there are many users.
+func (ls *leases) get(user string, now time.Time) *lease {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if len(ls.users) >= maxBucketUsers && now.Sub(ls.swept) >= time.Second {
+		ls.swept = now
+		for u, l := range ls.users {
+			if l.mu.TryLock() {
+				if l.tokens == 0 || !now.Before(l.until) {
+					delete(ls.users, u)
+				}
+				l.mu.Unlock()
+			}
+		}
+	}
+	l, ok := ls.users[user]
+	if !ok {
+		l = &lease{}
+		ls.users[user] = l
+	}
+	return l
 }
 
 // retrySeconds is a Retry-After value: whole seconds, rounded up, at least 1.

@@ -187,3 +187,67 @@ func BenchmarkUserLimit(b *testing.B) {
 		parallel(b, func(ctx context.Context, user string) error { _, err := l.allow(ctx, user); return err })
 	})
 }
+
+// countCalls is a go-redis hook counting the commands sent to the real Redis.
+type countCalls struct{ n *atomic.Int64 }
+
+func (h countCalls) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h countCalls) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h countCalls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestRateLimitRedisLeases: with Redis, two replicas writing for one user share one
+// budget and never exceed it; each takes its tokens a lease at a time, so a write costs
+// a Redis call only every leaseSize writes; the error is bounded: the user is refused
+// with at most leaseSize-1 tokens unspent in each replica's lease.
+func TestRateLimitRedisLeases(t *testing.T) {
+	ctx := context.Background()
+	opts, err := redis.ParseURL(redisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(opts)
+	defer rc.Close()
+	var calls atomic.Int64
+	rc.AddHook(countCalls{&calls})
+	s := &Server{redis: rc, log: storetest.Quiet(), metrics: newMetrics(Config{})}
+	const perMinute = 200
+	lease := leaseSize(perMinute)
+	replicas := []*userLimit{newUserLimit(s, surfaceWrites, "writes", perMinute), newUserLimit(s, surfaceWrites, "writes", perMinute)}
+	user := "lease-test-" + rand.Text()
+	start := time.Now()
+	allowed, refused := 0, [2]bool{}
+	for i := 0; !refused[0] || !refused[1]; i++ {
+		if i > 4*perMinute {
+			t.Fatalf("%d writes allowed and no end: the budget is not shared", allowed)
+		}
+		if _, err := replicas[i%2].allow(ctx, user); err != nil {
+			if store.ErrorCode(err) != store.CodeRateLimited {
+				t.Fatal(err)
+			}
+			refused[i%2] = true
+			continue
+		}
+		if refused[0] || refused[1] {
+			continue // the other replica still spends its lease
+		}
+		allowed++
+	}
+	refill := int(time.Since(start).Minutes()*perMinute) + 1
+	t.Logf("%d writes allowed with %d Redis calls (lease %d)", allowed, calls.Load(), lease)
+	if allowed > perMinute+refill {
+		t.Fatalf("%d writes allowed, budget %d (+%d refilled meanwhile)", allowed, perMinute, refill)
+	}
+	if allowed < perMinute-2*(lease-1) {
+		t.Fatalf("%d writes allowed before the first refusal, want at least %d", allowed, perMinute-2*(lease-1))
+	}
+	if n := calls.Load(); n > int64(2*perMinute/lease+8) {
+		t.Fatalf("%d Redis calls for about %d writes: not leased", n, 2*perMinute)
+	}
+}

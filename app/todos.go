@@ -82,6 +82,11 @@ func (s *Server) createTodo(c *fiber.Ctx) error {
 		return store.FieldError("title", "title is required")
 	}
 	t, err := s.todos.Create(c.UserContext(), userID(c), store.TodoCreate{Title: *in.Title, Description: in.Description})
+	if errors.Is(err, store.ErrUserNotFound) {
+		// Deleted within the verifier's user cache TTL: refused like its token.
+		s.verifier.ForgetUser(userID(c))
+		return s.challenge(c, store.Errorf(store.CodeUnauthorized, "token user does not exist"))
+	}
 	if err != nil {
 		return err
 	}

@@ -78,3 +78,7 @@ func ErrorField(err error) string {
 
 // ErrUnavailable is wrapped by stores when the database cannot be reached.
 var ErrUnavailable = &Error{Code: CodeUnavailable, Message: "database unavailable"}
+
+// ErrUserNotFound is wrapped by stores when a change names a user that does not exist
+// (deleted since its token was checked).
+var ErrUserNotFound = &Error{Code: CodeNotFound, Message: "user not found"}

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -39,6 +40,7 @@ func TestConformance(t *testing.T) {
 			t.Run("Prune", func(t *testing.T) { testPrune(t, db) })
 			t.Run("Validation", func(t *testing.T) { testValidation(t, db) })
 			t.Run("Chat", func(t *testing.T) { testChat(t, db) })
+			t.Run("MissingUser", func(t *testing.T) { testMissingUser(t, db) })
 		})
 	}
 }
@@ -340,5 +342,18 @@ func testChat(t *testing.T, db store.DB) {
 	}
 	if ms, _ := db.ListChatMessages(ctx, other.ID, time.Time{}, 10); len(ms) != 0 {
 		t.Errorf("other user's history: got %d messages", len(ms))
+	}
+}
+
+// testMissingUser: a create for a user that does not exist (deleted after its token was
+// checked) is ErrUserNotFound, writes nothing and allocates no seq.
+func testMissingUser(t *testing.T, db store.DB) {
+	ctx := context.Background()
+	_, err := store.NewTodos(db, nil).Create(ctx, "no-such-user", store.TodoCreate{Title: "orphan"})
+	if !errors.Is(err, store.ErrUserNotFound) || store.ErrorCode(err) != store.CodeNotFound {
+		t.Fatalf("create for a missing user: %v, want ErrUserNotFound", err)
+	}
+	if n, err := db.LastSeq(ctx, "no-such-user"); err != nil || n != 0 {
+		t.Fatalf("seq after the failed create: %d, %v", n, err)
 	}
 }

@@ -104,7 +104,20 @@ type Verifier struct {
 	// REST call. See cached.
 	vmu      sync.RWMutex
 	verified map[[sha256.Size]byte]verifiedToken
+
+	// known remembers users found to exist, until when (see checkUser).
+	kmu   sync.Mutex
+	known map[string]time.Time
 }
+
+// UserCacheTTL is how long a user found to exist is trusted without asking the database
+// again: a user deleted from the "user" table has its tokens refused by every replica
+// within this time (at once on the replica that sees a create fail for it: ForgetUser).
+// Only users that exist are remembered; a missing user is looked up every time.
+const UserCacheTTL = time.Second
+
+// maxKnownUsers bounds the user cache; when it is full, it is emptied.
+const maxKnownUsers = 100_000
 
 // verifiedToken is a checked token: its claims, and until when they may be trusted
 // without checking again: its expiry (plus leeway), but no later than the freshness of
@@ -245,9 +258,40 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 	return claims, nil
 }
 
-// checkUser checks that the token's user exists (every time: a deleted user's tokens
-// stop working at once).
+// checkUser checks that the token's user exists. A user found to exist is not looked up
+// again for UserCacheTTL, counted from before the lookup: a user deleted at time T is
+// refused from T + UserCacheTTL on, whatever lookups were in flight at T.
 func (v *Verifier) checkUser(ctx context.Context, id string) error {
+	now := time.Now()
+	v.kmu.Lock()
+	until, ok := v.known[id]
+	v.kmu.Unlock()
+	if ok && now.Before(until) {
+		return nil
+	}
+	if err := v.lookUpUser(ctx, id); err != nil {
+		return err
+	}
+	v.kmu.Lock()
+	defer v.kmu.Unlock()
+	if v.known == nil || len(v.known) >= maxKnownUsers {
+		v.known = make(map[string]time.Time)
+	}
+	v.known[id] = now.Add(UserCacheTTL)
+	return nil
+}
+
+// ForgetUser drops id from the user cache: the next token of that user looks the user
+// up again. For a caller that learned the user is gone (a create whose user row was
+// deleted).
+func (v *Verifier) ForgetUser(id string) {
+	v.kmu.Lock()
+	defer v.kmu.Unlock()
+	delete(v.known, id)
+}
+
+// lookUpUser asks the store whether the user exists.
+func (v *Verifier) lookUpUser(ctx context.Context, id string) error {
 	if ue, ok := v.users.(userExistence); ok {
 		exists, err := ue.UserExists(ctx, id)
 		switch {

@@ -59,6 +59,7 @@ type config struct {
 	restConc     int
 	restDuration time.Duration
 	restUsers    int
+	restRate     float64
 	pgbench      string
 	pgbenchDir   string
 
@@ -109,6 +110,7 @@ func run() error {
 	flag.IntVar(&c.restConc, "rest-conc", 32, "rest: concurrency of Evo and of pgbench")
 	flag.DurationVar(&c.restDuration, "rest-duration", 10*time.Second, "rest: duration of each phase")
 	flag.IntVar(&c.restUsers, "rest-users", 100, "rest: users (each with 25 todos before the run)")
+	flag.Float64Var(&c.restRate, "rest-rate", 300, "rest: also compare a create at this fixed rate with pgbench -R of change.sql, p50 to p50 (0: don't)")
 	flag.StringVar(&c.pgbench, "pgbench", "pgbench", "pgbench binary")
 	flag.StringVar(&c.pgbenchDir, "pgbench-dir", "bench/pgbench", "directory of list.sql and change.sql")
 	flag.StringVar(&c.redisURL, "redis-url", cmp.Or(os.Getenv("REDIS_URL"), "redis://127.0.0.1:6379/0"), "the replicas' REDIS_URL: the tool also subscribes to its users' channels to count publications Redis delivers out of seq order (empty: don't)")
@@ -648,6 +650,33 @@ func (r *runner) restShape(ctx context.Context) error {
 			notes = append(notes, fmt.Sprintf("%s: Evo %.0f/s ÷ pgbench %.0f tps = %.2f (target ≥ 0.6)", kind, ev.TPS, pg.TPS, ev.TPS/pg.TPS))
 		}
 	}
+	if rate := r.c.restRate; rate > 0 {
+		// The same change at a fixed rate: REST call vs the statement alone, p50 to p50.
+		r.progress("rest: pgbench change.sql at %.0f/s for %v", rate, r.c.restDuration)
+		c0 := r.cpu.sample()
+		// 8 clients: at a few hundred a second about one statement is in flight; more
+		// clients only add pgbench's own scheduling delays (64: p50 several times higher).
+		pg, err := pgbenchRate(ctx, r.c.pgbench, r.c.databaseURL, filepath.Join(r.c.pgbenchDir, "change.sql"), rate, 8, r.c.restUsers, r.c.restDuration)
+		pg.CPU = usage(c0, r.cpu.sample())
+		if err != nil {
+			r.note("rest: %v", err)
+		} else {
+			r.out.REST = append(r.out.REST, pg)
+		}
+		r.progress("rest: Evo create at %.0f/s for %v", rate, r.c.restDuration)
+		c0 = r.cpu.sample()
+		ev := restRateLoad(ctx, client, users, rate, r.c.inflight, r.c.restDuration)
+		ev.CPU = usage(c0, r.cpu.sample())
+		if ev.Errors > 0 {
+			r.note("rest: Evo create at %.0f/s: %d errors, first: %s", rate, ev.Errors, ev.FirstErr)
+		}
+		r.out.REST = append(r.out.REST, ev)
+		r.progress("rest: Evo create at %.0f/s: p50 %v p99 %v; CPU %s", rate, ev.P50, ev.P99, ev.CPU)
+		if err == nil && pg.P50 > 0 {
+			notes = append(notes, fmt.Sprintf("create at %.0f/s: Evo p50 %s ÷ pgbench p50 %s = %.2f (target ≤ 1.3)",
+				rate, ms(ev.P50), ms(pg.P50), float64(ev.P50)/float64(pg.P50)))
+		}
+	}
 	r.out.RESTNote = strings.Join(notes, "; ")
 	return nil
 }
@@ -749,7 +778,7 @@ func (r *runner) report(w *os.File) {
 	if len(o.REST) > 0 {
 		fmt.Fprintf(w, "\nREST vs pgbench (same SQL, same concurrency, side by side):\n\n")
 		tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
-		fmt.Fprintln(tw, "phase\tconcurrency\trequests/s (tps)\tp50 (pgbench: mean)\tp99\terrors\tCPU (cores)")
+		fmt.Fprintln(tw, "phase\tconcurrency\trequests/s (tps)\tp50 (pgbench: mean; at a fixed rate: p50)\tp99\terrors\tCPU (cores)")
 		for _, x := range o.REST {
 			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%d\t%s\n", x.Name, x.Conc, x.TPS, ms(x.P50), ms(x.P99), x.Errors, x.CPU)
 		}

@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -157,4 +159,107 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return string(bytes.Join(lines, []byte(" | ")))
+}
+
+// restRateLoad makes POST /api/todos calls open loop at rate per second for dur (at most
+// inflight at once), round-robin over the replicas as random users, and measures each
+// call from just before it is sent: the REST latency at a fixed rate, to compare with
+// pgbenchRate's statement latency at the same rate.
+func restRateLoad(ctx context.Context, client *restClient, users []benchUser, rate float64, inflight int, dur time.Duration) restResult {
+	res := restResult{Name: fmt.Sprintf("evo create at %.0f/s", rate), Conc: inflight}
+	var lat hist
+	var n, errs atomic.Int64
+	var once sync.Once
+	sem := make(chan struct{}, inflight)
+	var wg sync.WaitGroup
+	interval := time.Duration(float64(time.Second) / rate)
+	start := time.Now()
+	rng := rand.New(rand.NewPCG(11, 13))
+	for i := 0; ctx.Err() == nil; i++ {
+		next := start.Add(time.Duration(i) * interval)
+		if next.Sub(start) >= dur {
+			break
+		}
+		if d := time.Until(next); d > 0 {
+			time.Sleep(d)
+		}
+		u, replica := users[rng.IntN(len(users))], i%len(client.hosts)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer func() { fasthttp.ReleaseRequest(req); fasthttp.ReleaseResponse(resp) }()
+			client.request(req, replica, fasthttp.MethodPost, "/api/todos", u.Token,
+				[]byte(`{"title":"made by the REST benchmark","description":"made by the load tool"}`))
+			t0 := time.Now()
+			err := client.do(replica, req, resp)
+			if err == nil && resp.StatusCode() >= 300 {
+				err = fmt.Errorf("POST /api/todos: %s", status(resp.StatusCode()))
+			}
+			if err != nil {
+				errs.Add(1)
+				once.Do(func() { res.FirstErr = err.Error() })
+				return
+			}
+			lat.Record(time.Since(t0))
+			n.Add(1)
+		})
+	}
+	wg.Wait()
+	res.Requests, res.Errors = n.Load(), errs.Load()
+	res.TPS = float64(res.Requests) / time.Since(start).Seconds()
+	res.P50, res.P99 = lat.Quantile(0.50), lat.Quantile(0.99)
+	return res
+}
+
+// pgbenchRate runs script at rate transactions per second (-R) with conc clients for dur
+// and returns the p50 and p99 of the statements' own latency, from pgbench's
+// per-transaction log (-l): each line's time minus its schedule lag, i.e. from when the
+// statement was sent, as the tool times a REST call.
+func pgbenchRate(ctx context.Context, bin, databaseURL, script string, rate float64, conc, nusers int, dur time.Duration) (restResult, error) {
+	res := restResult{Name: fmt.Sprintf("pgbench %s at %.0f/s", script, rate), Conc: conc}
+	dir, err := os.MkdirTemp("", "evo-pgbench-")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(dir)
+	args := []string{"-n", "-M", "prepared", "-c", strconv.Itoa(conc), "-j", "2", "-R", strconv.FormatFloat(rate, 'f', 0, 64),
+		"-T", strconv.Itoa(int(dur.Seconds())), "-D", "nusers=" + strconv.Itoa(nusers), "-f", script,
+		"-l", "--log-prefix", filepath.Join(dir, "tx"), databaseURL}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return res, fmt.Errorf("pgbench %s: %w: %s", script, err, lastLines(out.String(), 5))
+	}
+	if m := tpsRE.FindStringSubmatch(out.String()); m != nil {
+		res.TPS, _ = strconv.ParseFloat(m[1], 64)
+	}
+	logs, _ := filepath.Glob(filepath.Join(dir, "tx*"))
+	var lat hist
+	for _, name := range logs {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			return res, err
+		}
+		// client_id transaction_no time script_no time_epoch time_us schedule_lag (µs)
+		for line := range strings.SplitSeq(string(data), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 7 {
+				continue
+			}
+			us, err1 := strconv.ParseInt(f[2], 10, 64)
+			lag, err2 := strconv.ParseInt(f[6], 10, 64)
+			if err1 != nil || err2 != nil {
+				continue
+			}
+			lat.Record(time.Duration(us-lag) * time.Microsecond)
+			res.Requests++
+		}
+	}
+	if res.Requests == 0 {
+		return res, fmt.Errorf("pgbench %s: no transaction log in %s", script, dir)
+	}
+	res.P50, res.P99 = lat.Quantile(0.50), lat.Quantile(0.99)
+	return res, nil
 }

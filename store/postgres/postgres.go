@@ -24,8 +24,9 @@ import (
 
 // DB is a PostgreSQL-backed store.DB.
 type DB struct {
-	pool *pgxpool.Pool
-	url  string
+	pool  *pgxpool.Pool
+	url   string
+	batch *batcher // group commit of the todo changes (batch.go)
 }
 
 var _ store.DB = (*DB)(nil)
@@ -54,7 +55,11 @@ func Open(ctx context.Context, url string, maxConns int32) (*DB, error) {
 		pool.Close()
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
 	}
-	return &DB{pool: pool, url: url}, nil
+	db := &DB{pool: pool, url: url}
+	// Half the pool for change batches: the rest serves reads (lists, user checks,
+	// catch-ups) while batches are in flight.
+	db.batch = newBatcher(db, int(cfg.MaxConns)/2)
+	return db, nil
 }
 
 // Migrate applies the pending migrations.
@@ -202,17 +207,17 @@ func (db *DB) GetTodo(ctx context.Context, userID, id string) (store.Todo, error
 
 // CreateTodo inserts a todo and appends its todo.created event.
 func (db *DB) CreateTodo(ctx context.Context, userID string, in store.TodoCreate) (store.Event, error) {
-	return db.change(ctx, userID, store.EventTodoCreated, createSQL, store.NewID(), in.Title, in.Description)
+	return db.change(ctx, userID, store.EventTodoCreated, createSQL, "", store.NewID(), in.Title, in.Description)
 }
 
 // UpdateTodo changes a todo and appends its todo.updated event.
 func (db *DB) UpdateTodo(ctx context.Context, userID, id string, in store.TodoUpdate) (store.Event, error) {
-	return db.change(ctx, userID, store.EventTodoUpdated, updateSQL, id, in.Title, in.Description, in.IsComplete)
+	return db.change(ctx, userID, store.EventTodoUpdated, updateSQL, id, id, in.Title, in.Description, in.IsComplete)
 }
 
 // DeleteTodo deletes a todo and appends its todo.deleted event.
 func (db *DB) DeleteTodo(ctx context.Context, userID, id string) (store.Event, error) {
-	return db.change(ctx, userID, store.EventTodoDeleted, deleteSQL, id)
+	return db.change(ctx, userID, store.EventTodoDeleted, deleteSQL, id, id)
 }
 
 // The statements of CreateTodo, UpdateTodo and DeleteTodo (see changeSQL), built once:
@@ -254,17 +259,18 @@ e AS (
 	RETURNING seq)
 SELECT t.id::text, t.user_id, t.title, t.description, t.is_complete, t.created_at, t.updated_at, e.seq FROM t, e`
 
-// change runs query (one of createSQL, updateSQL, deleteSQL) with args ($4 on) and
-// returns the event.
-func (db *DB) change(ctx context.Context, userID, typ, query string, args ...any) (store.Event, error) {
-	ev := store.Event{Type: typ, At: store.Now()}
-	t := &ev.Todo
-	all := make([]any, 0, 3+len(args))
-	all = append(append(all, userID, typ, ev.At), args...)
-	err := db.pool.QueryRow(ctx, query, all...).
-		Scan(&t.ID, &t.UserID, &t.Title, &t.Description, &t.IsComplete, &t.CreatedAt, &t.UpdatedAt, &ev.Seq)
-	t.CreatedAt, t.UpdatedAt = t.CreatedAt.UTC(), t.UpdatedAt.UTC()
-	return ev, wrap(typ, err)
+// change runs query (one of createSQL, updateSQL, deleteSQL) with args ($4 on) in the
+// next batch (batch.go) and returns the event. lockID is the id of the existing todo it
+// changes (update, delete), "" for a create.
+func (db *DB) change(ctx context.Context, userID, typ, query, lockID string, args ...any) (store.Event, error) {
+	p := &pending{userID: userID, typ: typ, query: query, lockID: lockID}
+	p.ev = store.Event{Type: typ, At: store.Now()}
+	p.args = make([]any, 0, 3+len(args))
+	p.args = append(append(p.args, userID, typ, p.ev.At), args...)
+	if err := db.batch.submit(ctx, p); err != nil {
+		return store.Event{}, err
+	}
+	return p.ev, nil
 }
 
 // EventsSince returns up to limit events with seq > since, in seq order.
@@ -350,6 +356,9 @@ func wrap(op string, err error) error {
 		return err
 	case errors.Is(err, pgx.ErrNoRows):
 		return store.Errorf(store.CodeNotFound, "%s", notFound(op))
+	case isPgError(err, "23503") && op == store.EventTodoCreated:
+		// todos.user_id references "user": the user was deleted.
+		return fmt.Errorf("%s: %w", op, store.ErrUserNotFound)
 	case errors.As(err, &ce), errors.As(err, &ne), errors.Is(err, context.DeadlineExceeded), pgconn.SafeToRetry(err),
 		connectionLost(err):
 		return fmt.Errorf("%s: %w: %v", op, store.ErrUnavailable, err)
@@ -368,6 +377,12 @@ func connectionLost(err error) bool {
 	}
 	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) ||
 		strings.Contains(err.Error(), "conn closed")
+}
+
+// isPgError reports whether err is PostgreSQL's error with SQLSTATE code.
+func isPgError(err error, code string) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == code
 }
 
 func notFound(op string) string {

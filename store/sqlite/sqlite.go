@@ -283,6 +283,9 @@ func wrap(op string, err error) error {
 			return store.Errorf(store.CodeNotFound, "user not found")
 		}
 		return store.Errorf(store.CodeNotFound, "todo not found")
+	case op == store.EventTodoCreated && strings.Contains(err.Error(), "FOREIGN KEY constraint failed"):
+		// todos.user_id references "user": the user was deleted.
+		return fmt.Errorf("%s: %w", op, store.ErrUserNotFound)
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }
