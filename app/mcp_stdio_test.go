@@ -69,7 +69,7 @@ func (s *rawStdio) next(within time.Duration) []byte {
 type rpcResponse struct {
 	ID     int `json:"id"`
 	Result struct {
-		IsError    bool            `json:"isError"`
+		IsError    bool `json:"isError"`
 		Content    []struct{ Text string }
 		Structured json.RawMessage `json:"structuredContent"`
 	} `json:"result"`
