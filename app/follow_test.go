@@ -4,8 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mark3labs/mcp-go/client"
-
 	"github.com/evotodo/evo/agent"
 	"github.com/evotodo/evo/store"
 )
@@ -70,7 +68,6 @@ func TestMCPStdioLive(t *testing.T) {
 			_, tok := ts.user(t)
 			ws := liveSocket(t, ts, tok)
 
-			var c *client.Client
 			c, closeClient := mcpStdio(t, ts.srv.cfg, nil, "--token", tok)
 			defer closeClient()
 			added := mcpOK[agent.Change](t, c, "add_task", map[string]any{"title": "from stdio"})

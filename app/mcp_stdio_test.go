@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -65,13 +64,11 @@ func (s *rawStdio) next(within time.Duration) []byte {
 	}
 }
 
-// rpcResponse is a JSON-RPC response with a tool result, loosely.
+// rpcResponse is a JSON-RPC response, loosely: isError marks a tool error.
 type rpcResponse struct {
 	ID     int `json:"id"`
 	Result struct {
-		IsError    bool `json:"isError"`
-		Content    []struct{ Text string }
-		Structured json.RawMessage `json:"structuredContent"`
+		IsError bool `json:"isError"`
 	} `json:"result"`
 	Error *struct{ Message string } `json:"error"`
 }
