@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -185,8 +186,9 @@ func mcpCommand(ctx context.Context, cfg Config, log *slog.Logger, args []string
 // runMCP serves the tools over stdio until stdin ends or ctx is done. With
 // a token, every call verifies it again, like every HTTP request does: when
 // it expires, calls fail with "unauthorized: token has expired". When stdin
-// ends, calls still running are cancelled (mcp-go treats it as the client
-// hanging up): a client waits for its answers before it closes stdin.
+// ends, the requests read are answered first (each call is bounded by
+// REQUEST_TIMEOUT), then the command returns (mcp_stdio.go). Changes are
+// published with REDIS_URL (stdioTodos).
 func runMCP(ctx context.Context, cfg Config, log *slog.Logger, args []string, getenv func(string) string,
 	stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("mcp", stdout)
@@ -213,7 +215,12 @@ func runMCP(ctx context.Context, cfg Config, log *slog.Logger, args []string, ge
 		return err
 	}
 	defer db.Close()
-	tools := loggedTools(agent.Tools(store.NewTodos(db, nil)), log)
+	todos, release, err := stdioTodos(ctx, cfg, db, log)
+	if err != nil {
+		return err
+	}
+	defer release()
+	tools := loggedTools(agent.Tools(todos), log)
 
 	var userID string
 	opts := []server.ServerOption{server.WithToolHandlerMiddleware(callTimeout(cfg.RequestTimeout))}
@@ -243,7 +250,9 @@ func runMCP(ctx context.Context, cfg Config, log *slog.Logger, args []string, ge
 	s := server.NewStdioServer(agent.NewMCPServer(tools, Version, opts...))
 	s.SetErrorLogger(slog.NewLogLogger(log.Handler(), slog.LevelError))
 	log.Info("serving MCP over stdio", slog.String("user_id", userID))
-	err = s.Listen(agent.WithUser(ctx, userID), stdin, stdout)
+	calls := newStdioCalls()
+	in := &drainingStdin{ctx: ctx, in: bufio.NewReader(stdin), calls: calls, wait: cfg.RequestTimeout + time.Second, log: log}
+	err = s.Listen(agent.WithUser(ctx, userID), in, &answeringStdout{out: stdout, calls: calls})
 	if ctx.Err() != nil {
 		return nil // interrupted: a normal end
 	}

@@ -400,6 +400,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// running out of descriptors pauses accepting rather than ending Serve.
 	go func() { errc <- s.app.Listener(newGuardedListener(ln, s.cfg.RequestTimeout, s.log)) }()
 	s.wg.Go(func() { s.pruneEvents(s.baseCtx) })
+	if feed, ok := s.db.(eventFeed); ok { // embedded: other processes may write the file (follow.go)
+		s.wg.Go(func() { s.followEvents(s.baseCtx, feed) })
+	}
 	s.log.Info("serving", slog.String("addr", ln.Addr().String()), slog.String("environment", s.cfg.Environment))
 	var err error
 	select {

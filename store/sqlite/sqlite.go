@@ -289,3 +289,50 @@ func wrap(op string, err error) error {
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }
+
+// LogEvent is an event of the log with its user and its place in commit order.
+type LogEvent struct {
+	Cursor int64 // the event's place in the log: later commits have larger cursors
+	UserID string
+	Event  store.Event
+}
+
+// EventCursor returns the cursor of the newest event in the log, 0 if there is
+// none. It is one seek: a poll of it costs next to nothing.
+//
+// The cursor is the row's rowid. Commits are serialized by SQLite's write lock
+// and the newest row is never pruned (PruneEvents keeps each user's newest
+// event), so rowids grow in commit order across every process writing the file.
+// VACUUM may renumber them: a cursor larger than EventCursor means that happened.
+func (db *DB) EventCursor(ctx context.Context) (int64, error) {
+	var cursor sql.NullInt64
+	err := db.db.QueryRowContext(ctx, `SELECT max(rowid) FROM todo_events`).Scan(&cursor)
+	return cursor.Int64, wrap("event cursor", err)
+}
+
+// EventsAfter returns up to limit events of every user committed after cursor,
+// in commit order: what processes sharing the file (a second server, `evo mcp`)
+// wrote, along with this one's own.
+func (db *DB) EventsAfter(ctx context.Context, cursor int64, limit int) ([]LogEvent, error) {
+	rows, err := db.db.QueryContext(ctx, `
+		SELECT rowid, user_id, type, seq, todo, created_at FROM todo_events
+		WHERE rowid > ? ORDER BY rowid LIMIT ?`, cursor, limit)
+	if err != nil {
+		return nil, wrap("events after", err)
+	}
+	defer rows.Close()
+	var evs []LogEvent
+	for rows.Next() {
+		var e LogEvent
+		var data string
+		if err := rows.Scan(&e.Cursor, &e.UserID, &e.Event.Type, &e.Event.Seq, &data, &e.Event.At); err != nil {
+			return nil, wrap("events after", err)
+		}
+		e.Event.At = e.Event.At.UTC()
+		if err := json.Unmarshal([]byte(data), &e.Event.Todo); err != nil {
+			return nil, fmt.Errorf("events after: decode event %d of user %s: %w", e.Event.Seq, e.UserID, err)
+		}
+		evs = append(evs, e)
+	}
+	return evs, wrap("events after", rows.Err())
+}
