@@ -43,6 +43,7 @@ type userLimit struct {
 	what      string // what is counted, for the error: "writes", "chat messages"
 	perMinute int
 	redis     *redis_rate.Limiter // nil: counted in memory
+	prefix    string              // REDIS_PREFIX
 	mem       *memoryBuckets
 	log       *slog.Logger
 	metrics   *metrics
@@ -51,7 +52,7 @@ type userLimit struct {
 // newUserLimit returns the limit of surface, perMinute requests per user, in
 // Redis if the server has it.
 func newUserLimit(s *Server, surface, what string, perMinute int) *userLimit {
-	l := &userLimit{surface: surface, what: what, perMinute: perMinute, log: s.log, metrics: s.metrics}
+	l := &userLimit{surface: surface, what: what, perMinute: perMinute, prefix: s.cfg.RedisPrefix, log: s.log, metrics: s.metrics}
 	if s.redis != nil {
 		l.redis = redis_rate.NewLimiter(s.redis)
 	} else {
@@ -66,7 +67,7 @@ func (l *userLimit) allow(ctx context.Context, user string) (time.Duration, erro
 	var retry time.Duration
 	if l.redis != nil {
 		rctx, cancel := context.WithTimeout(ctx, limitTimeout)
-		res, err := l.redis.Allow(rctx, "evo:"+l.surface+":"+user, redis_rate.PerMinute(l.perMinute))
+		res, err := l.redis.Allow(rctx, rateKey(l.prefix, l.surface, user), redis_rate.PerMinute(l.perMinute))
 		cancel()
 		switch {
 		case err != nil:
@@ -84,6 +85,13 @@ func (l *userLimit) allow(ctx context.Context, user string) (time.Duration, erro
 	l.metrics.rateLimited.WithLabelValues(l.surface).Inc()
 	return retry, store.Errorf(store.CodeRateLimited, "too many %s: at most %d a minute; try again in %ds",
 		l.what, l.perMinute, retrySeconds(retry))
+}
+
+// rateKey is the Redis key of user's bucket on surface (redis_rate puts "rate:"
+// before it). The user id is a hash tag, so that on a Redis Cluster all of a
+// user's keys live on one shard: REDIS_PREFIX{user}:surface.
+func rateKey(prefix, surface, user string) string {
+	return prefix + "{" + user + "}:" + surface
 }
 
 // retrySeconds is a Retry-After value: whole seconds, rounded up, at least 1.
