@@ -24,7 +24,8 @@ import (
 // (GCRA, go-redis/redis_rate), so every replica draws on the same budget;
 // without it each replica counts on its own. A limit that cannot reach Redis
 // lets the request through and logs a warning: the limit protects the
-// server, and Redis trouble should not stop the app.
+// server, and Redis trouble should not stop the app. While the broker knows
+// Redis is down (RedisBroker.Down) the limits do not ask it at all.
 
 // Surfaces of the rate limits: the "surface" label of evo_rate_limited_total,
 // and the Redis key of the limits counted there.
@@ -44,6 +45,7 @@ type userLimit struct {
 	perMinute int
 	redis     *redis_rate.Limiter // nil: counted in memory
 	prefix    string              // REDIS_PREFIX
+	redisDown func() bool         // Redis is known down: let requests through without asking it
 	mem       *memoryBuckets
 	log       *slog.Logger
 	metrics   *metrics
@@ -52,7 +54,7 @@ type userLimit struct {
 // newUserLimit returns the limit of surface, perMinute requests per user, in
 // Redis if the server has it.
 func newUserLimit(s *Server, surface, what string, perMinute int) *userLimit {
-	l := &userLimit{surface: surface, what: what, perMinute: perMinute, prefix: s.cfg.RedisPrefix, log: s.log, metrics: s.metrics}
+	l := &userLimit{surface: surface, what: what, perMinute: perMinute, prefix: s.cfg.RedisPrefix, redisDown: s.redisDown, log: s.log, metrics: s.metrics}
 	if s.redis != nil {
 		l.redis = redis_rate.NewLimiter(s.redis)
 	} else {
@@ -66,6 +68,9 @@ func newUserLimit(s *Server, surface, what string, perMinute int) *userLimit {
 func (l *userLimit) allow(ctx context.Context, user string) (time.Duration, error) {
 	var retry time.Duration
 	if l.redis != nil {
+		if l.redisDown() {
+			return 0, nil
+		}
 		rctx, cancel := context.WithTimeout(ctx, limitTimeout)
 		res, err := l.redis.Allow(rctx, rateKey(l.prefix, l.surface, user), redis_rate.PerMinute(l.perMinute))
 		cancel()

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/evotodo/evo/realtime"
 )
 
 // clusterStateReload is how old go-redis's map of a Redis Cluster's slots may grow
@@ -84,6 +86,14 @@ func (t redisTarget) client() redis.UniversalClient {
 	}
 	t.single.ContextTimeoutEnabled = true
 	return redis.NewClient(t.single)
+}
+
+// redisDown reports whether the broker found Redis down (a publish failed, and no
+// probe got an answer since): the rate limits then count nothing rather than wait
+// for Redis on every request.
+func (s *Server) redisDown() bool {
+	rb, ok := s.broker.(*realtime.RedisBroker)
+	return ok && rb.Down()
 }
 
 // redisLogger puts go-redis's own log lines (reconnects, cluster state) into the

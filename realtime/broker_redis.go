@@ -354,6 +354,14 @@ func (b *RedisBroker) Publish(ctx context.Context, channel string, data []byte) 
 	return nil
 }
 
+// Down reports whether a publish failed and Redis (on a cluster: one of the shards)
+// has not answered since: other users of the same Redis can skip it meanwhile.
+func (b *RedisBroker) Down() bool {
+	b.hmu.Lock()
+	defer b.hmu.Unlock()
+	return len(b.down) > 0
+}
+
 // skip reports whether bucket is down, and then counts the publication (and keeps it,
 // if sequenced, as its channel's nudge).
 func (b *RedisBroker) skip(bucket int, wire string, data []byte) bool {
