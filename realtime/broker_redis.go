@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -51,8 +52,8 @@ const (
 // BrokerEventHandler.HandleResubscribed, so the hub can catch up from its History.
 //
 // A request never waits on a Redis that is down: a publish is bounded by
-// publishTimeout, and one that fails marks its shard (the whole Redis, or the cluster
-// bucket) down. While it is down, publishes to it are skipped at once (Publish returns
+// publishTimeout, and one that fails while no other publish to its shard succeeded
+// marks the shard (the whole Redis, or the cluster bucket) down. While it is down, publishes to it are skipped at once (Publish returns
 // nil: what was skipped is in the event log, and the subscribers, whose connections to
 // that Redis broke too, catch up when they resubscribe). A probe brings the shard back;
 // then the last skipped sequenced publication of each channel is published again, so
@@ -72,6 +73,11 @@ type RedisBroker struct {
 	handler  BrokerEventHandler
 	conns    map[int]*redisConn // by bucket (0 on a single Redis)
 	resubDue bool               // a HandleResubscribed is scheduled
+
+	// lastOK is when a publish to each bucket last succeeded (unix ns): a failed
+	// publish marks its bucket down only if none succeeded while it was pending, so a
+	// Redis that is slow (but answers) is not taken for one that is down.
+	lastOK [ClusterBuckets]atomic.Int64
 
 	hmu      sync.Mutex
 	down     map[int]*downShard // shards whose publishes are skipped, by bucket
@@ -337,6 +343,7 @@ func (b *RedisBroker) Publish(ctx context.Context, channel string, data []byte) 
 	if b.skip(bucket, wire, data) {
 		return nil
 	}
+	start := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
 	var err error
@@ -346,10 +353,14 @@ func (b *RedisBroker) Publish(ctx context.Context, channel string, data []byte) 
 		err = b.client.Publish(pctx, wire, data).Err()
 	}
 	if err != nil {
-		if ctx.Err() == nil { // Redis failed, not the caller
+		// Redis failed (not the caller), and answered no other publish meanwhile.
+		if ctx.Err() == nil && b.lastOK[bucket].Load() < start.UnixNano() {
 			b.markDown(bucket, wire, data, err)
 		}
 		return fmt.Errorf("redis publish %s: %w", channel, err)
+	}
+	if now := time.Now().UnixNano(); b.lastOK[bucket].Load() < now {
+		b.lastOK[bucket].Store(now)
 	}
 	return nil
 }
