@@ -74,10 +74,11 @@ type RedisBroker struct {
 	conns    map[int]*redisConn // by bucket (0 on a single Redis)
 	resubDue bool               // a HandleResubscribed is scheduled
 
-	// lastOK is when a publish to each bucket last succeeded (unix ns): a failed
-	// publish marks its bucket down only if none succeeded while it was pending, so a
-	// Redis that is slow (but answers) is not taken for one that is down.
-	lastOK [ClusterBuckets]atomic.Int64
+	// lastOK is when a publish to each Redis node last succeeded (unix ns, by address;
+	// "" on a single Redis): a failed publish marks its bucket down only if its node
+	// answered no publish while it was pending, so a Redis that is slow (but answers)
+	// is not taken for one that is down.
+	lastOK sync.Map // string -> *atomic.Int64
 
 	hmu      sync.Mutex
 	down     map[int]*downShard // shards whose publishes are skipped, by bucket
@@ -354,15 +355,32 @@ func (b *RedisBroker) Publish(ctx context.Context, channel string, data []byte) 
 	}
 	if err != nil {
 		// Redis failed (not the caller), and answered no other publish meanwhile.
-		if ctx.Err() == nil && b.lastOK[bucket].Load() < start.UnixNano() {
+		if ctx.Err() == nil && b.okAt(wire).Load() < start.UnixNano() {
 			b.markDown(bucket, wire, data, err)
 		}
 		return fmt.Errorf("redis publish %s: %w", channel, err)
 	}
-	if now := time.Now().UnixNano(); b.lastOK[bucket].Load() < now {
-		b.lastOK[bucket].Store(now)
+	if ok, now := b.okAt(wire), time.Now().UnixNano(); ok.Load() < now {
+		ok.Store(now)
 	}
 	return nil
+}
+
+// okAt returns the lastOK of the node wire is published on.
+func (b *RedisBroker) okAt(wire string) *atomic.Int64 {
+	addr := ""
+	if b.cluster != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+		if c, err := b.cluster.MasterForKey(ctx, wire); err == nil { // from go-redis's slot map
+			addr = c.Options().Addr
+		}
+		cancel()
+	}
+	if v, ok := b.lastOK.Load(addr); ok {
+		return v.(*atomic.Int64)
+	}
+	v, _ := b.lastOK.LoadOrStore(addr, new(atomic.Int64))
+	return v.(*atomic.Int64)
 }
 
 // Down reports whether a publish failed and Redis (on a cluster: one of the shards)
