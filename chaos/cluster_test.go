@@ -167,14 +167,15 @@ func TestRedisCluster(t *testing.T) {
 		delivered += len(c.got) + c.dups
 		replayed += c.replayed
 	}
-	resubs := 0
+	resubs, outages := 0, 0
 	for _, r := range reps {
 		b, _ := os.ReadFile(r.log)
 		resubs += strings.Count(string(b), "redis pubsub reconnected")
+		outages += strings.Count(string(b), "publishing is skipped")
 	}
 	fmt.Printf("\n=== redis cluster: users %d, sockets %d over 2 replicas, %v\n", nUsers, len(clients), time.Since(begin).Round(time.Second))
 	fmt.Printf("  changes committed %d of %d attempted; events in the log %d\n", v.committed, len(w.attempts), events)
-	fmt.Printf("  events delivered %d (%d via replay on resume); random drops %d; catch-ups after a resubscribe %d\n", delivered, replayed, drops.drops.Load(), resubs)
+	fmt.Printf("  events delivered %d (%d via replay on resume); random drops %d; catch-ups after a resubscribe %d; publish outages logged %d\n", delivered, replayed, drops.drops.Load(), resubs, outages)
 	fmt.Printf("  losses: %d\n  duplicates: %d\n  out of order: %d, resyncs: %d\n", v.losses, v.dups, v.gaps, v.resyncs)
 	for _, b := range w.bad {
 		t.Errorf("API contract: %s", b)
