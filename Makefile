@@ -119,10 +119,13 @@ fuzz:
 # while a replica is SIGKILLed, Redis restarts, PostgreSQL stops, sockets drop.
 # Prints its counts (losses and duplicates must be 0). About 90 s; needs
 # PostgreSQL's server binaries (initdb, pg_ctl) and redis-server.
+# Then TestRedisCluster (chaos/cluster_test.go, about 20 s): the same on a private
+# 3-master 3-replica Redis Cluster, through a master kill.
 .PHONY: chaos
 ## the chaos test: replicas killed, Redis and PostgreSQL restarted (about 90 s)
 chaos:
 	$(GO) test -tags chaos -count=1 -timeout 8m -v -run '^TestChaos$$' ./chaos/
+	$(GO) test -tags chaos -count=1 -timeout 3m -v -run '^TestRedisCluster$$' ./chaos/
 
 # The soak run (issue 8, bench/soak.sh; not in CI): a fresh cluster on ports 8201, 8202,
 # 8280, SOAK_SOCKETS (5000) mostly idle sockets and SOAK_RATE (50) changes/s for

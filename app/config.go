@@ -53,8 +53,14 @@ type Config struct {
 	// answers 503 unavailable. Default 2s.
 	DBTimeout time.Duration `env:"DB_TIMEOUT" envDefault:"2s"`
 	// RedisURL is REDIS_URL: Redis pub/sub fan-out across replicas. Empty
-	// (default): in-process fan-out, one replica.
+	// (default): in-process fan-out, one replica. redis:// or rediss:// is one
+	// Redis; redis+cluster://host:port,host:port (rediss+cluster:// for TLS;
+	// any of the cluster's nodes, the rest are discovered) is a Redis Cluster
+	// (7.0+), fanning out with sharded pub/sub.
 	RedisURL string `env:"REDIS_URL"`
+	// RedisPrefix is REDIS_PREFIX: the start of every Redis key and channel
+	// name, so that deployments can share a Redis. Default "evo:".
+	RedisPrefix string `env:"REDIS_PREFIX" envDefault:"evo:"`
 	// BetterAuthURL is BETTER_AUTH_URL: the Better Auth base URL; the JWKS is
 	// {BETTER_AUTH_URL}/api/auth/jwks and iss and aud must equal it. Empty
 	// outside production: the server is its own dev issuer.
@@ -307,8 +313,13 @@ func (c *Config) validate() error {
 	if c.DatabaseURL != "" {
 		c.validateDatabaseURL(bad)
 	}
-	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
-		bad("REDIS_URL", "must be a redis:// or rediss:// URL")
+	if c.RedisURL != "" {
+		if _, err := redisOptions(c.RedisURL); err != nil {
+			bad("REDIS_URL", "%v", err)
+		}
+	}
+	if len(c.RedisPrefix) > 64 || strings.ContainsAny(c.RedisPrefix, "{} \t\r\n") {
+		bad("REDIS_PREFIX", "must be at most 64 characters without braces or spaces, got %q", c.RedisPrefix)
 	}
 	positive := []struct {
 		name string

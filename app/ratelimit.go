@@ -32,7 +32,8 @@ import (
 // and may spend up to leaseSize-1 leftover tokens per replica on top of a
 // full bucket (leases are dropped after leaseTTL). A limit that cannot reach Redis
 // lets the request through and logs a warning: the limit protects the
-// server, and Redis trouble should not stop the app.
+// server, and Redis trouble should not stop the app. While the broker knows
+// Redis is down (RedisBroker.Down) the limits do not ask it at all.
 
 // Surfaces of the rate limits: the "surface" label of evo_rate_limited_total,
 // and the Redis key of the limits counted there.
@@ -53,10 +54,6 @@ const leaseTTL = time.Minute
 // at most 64.
 func leaseSize(perMinute int) int { return min(max(1, perMinute/20), 64) }
 
-// limitKey is the Redis key of user's budget on surface (redis_rate adds its
-// own prefix, "rate:").
-func limitKey(surface, user string) string { return "evo:" + surface + ":" + user }
-
 // userLimit is a per-user limit on one kind of request.
 type userLimit struct {
 	surface   string // surfaceWrites or surfaceChat
@@ -64,6 +61,8 @@ type userLimit struct {
 	perMinute int
 	redis     *redis_rate.Limiter // nil: counted in memory
 	leases    *leases             // with redis: tokens taken from Redis, not yet spent
+	prefix    string              // REDIS_PREFIX
+	redisDown func() bool         // Redis is known down: let requests through without asking it
 	mem       *memoryBuckets
 	log       *slog.Logger
 	metrics   *metrics
@@ -72,7 +71,7 @@ type userLimit struct {
 // newUserLimit returns the limit of surface, perMinute requests per user, in
 // Redis if the server has it.
 func newUserLimit(s *Server, surface, what string, perMinute int) *userLimit {
-	l := &userLimit{surface: surface, what: what, perMinute: perMinute, log: s.log, metrics: s.metrics}
+	l := &userLimit{surface: surface, what: what, perMinute: perMinute, prefix: s.cfg.RedisPrefix, redisDown: s.redisDown, log: s.log, metrics: s.metrics}
 	if s.redis != nil {
 		l.redis = redis_rate.NewLimiter(s.redis)
 		l.leases = &leases{users: map[string]*lease{}}
@@ -87,6 +86,9 @@ func newUserLimit(s *Server, surface, what string, perMinute int) *userLimit {
 func (l *userLimit) allow(ctx context.Context, user string) (time.Duration, error) {
 	var retry time.Duration
 	if l.redis != nil {
+		if l.redisDown() {
+			return 0, nil
+		}
 		var err error
 		if retry, err = l.fromRedis(ctx, user); err != nil {
 			l.log.Warn("rate limit: redis failed, request let through", slog.String("surface", l.surface), slog.Any("error", err))
@@ -116,7 +118,7 @@ func (l *userLimit) fromRedis(ctx context.Context, user string) (time.Duration, 
 	}
 	rctx, cancel := context.WithTimeout(ctx, limitTimeout)
 	defer cancel()
-	res, err := l.redis.AllowAtMost(rctx, limitKey(l.surface, user), redis_rate.PerMinute(l.perMinute), leaseSize(l.perMinute))
+	res, err := l.redis.AllowAtMost(rctx, rateKey(l.prefix, l.surface, user), redis_rate.PerMinute(l.perMinute), leaseSize(l.perMinute))
 	switch {
 	case err != nil:
 		return 0, err
@@ -164,6 +166,13 @@ func (ls *leases) get(user string, now time.Time) *lease {
 		ls.users[user] = l
 	}
 	return l
+}
+
+// rateKey is the Redis key of user's bucket on surface (redis_rate puts "rate:"
+// before it). The user id is a hash tag, so that on a Redis Cluster all of a
+// user's keys live on one shard: REDIS_PREFIX{user}:surface.
+func rateKey(prefix, surface, user string) string {
+	return prefix + "{" + user + "}:" + surface
 }
 
 // retrySeconds is a Retry-After value: whole seconds, rounded up, at least 1.

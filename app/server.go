@@ -46,7 +46,7 @@ type Server struct {
 	issuer   *auth.Issuer // dev mode only
 	app      *fiber.App
 	hub      *realtime.Hub
-	redis    *redis.Client              // nil without REDIS_URL
+	redis    redis.UniversalClient      // nil without REDIS_URL; a *redis.ClusterClient for a cluster
 	broker   interface{ Close() error } // the Redis broker, if any
 	baseCtx  context.Context            // outlives requests; cancelled after shutdown
 	cancel   context.CancelFunc
@@ -164,18 +164,19 @@ func authConfig(cfg Config) auth.Config {
 func (s *Server) openHub(ctx context.Context) error {
 	var broker realtime.Broker = realtime.NewMemoryBroker()
 	if s.cfg.RedisURL != "" {
-		opts, err := redis.ParseURL(s.cfg.RedisURL)
+		target, err := redisOptions(s.cfg.RedisURL)
 		if err != nil {
 			return fmt.Errorf("REDIS_URL: %w", err)
 		}
-		s.redis = redis.NewClient(opts)
+		redis.SetLogger(redisLogger{s.log}) // process-wide: go-redis has one logger
+		s.redis = target.client()
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		if err := s.redis.Ping(pctx).Err(); err != nil {
 			s.redis.Close()
 			return fmt.Errorf("REDIS_URL: connect to Redis: %w", err)
 		}
-		rb, err := realtime.NewRedisBroker(s.redis, "evo:", s.log)
+		rb, err := realtime.NewRedisBroker(s.redis, s.cfg.RedisPrefix, s.log)
 		if err != nil {
 			s.redis.Close()
 			return fmt.Errorf("REDIS_URL: %w", err)

@@ -198,6 +198,7 @@ func (pg *pgCluster) stop(t testing.TB) {
 type redisServer struct {
 	port int
 	log  string
+	args []string // more redis-server arguments (a cluster node's)
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -220,6 +221,7 @@ func (r *redisServer) start(t testing.TB) {
 	t.Helper()
 	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--protected-mode", "no")
+	cmd.Args = append(cmd.Args, r.args...)
 	done := startLogged(t, cmd, r.log, "")
 	r.mu.Lock()
 	r.cmd, r.done = cmd, done
