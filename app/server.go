@@ -109,6 +109,7 @@ func NewServer(ctx context.Context, cfg Config, log *slog.Logger, port int) (*Se
 	if err != nil {
 		return nil, err
 	}
+	cfg.ReplicaID = replicaID(cfg, port)
 	s := &Server{cfg: cfg, log: log, db: db, metrics: newMetrics(cfg)}
 	acfg := authConfig(cfg)
 	if cfg.DevIssuer() {
@@ -179,7 +180,7 @@ func (s *Server) openHub(ctx context.Context) error {
 		PingInterval:    s.cfg.WSPingInterval,
 		PongTimeout:     s.cfg.WSPongTimeout,
 		MaxMessageSize:  int64(s.cfg.WSMaxMessageSize),
-		ResumeGrace:     s.cfg.WSResumeGrace,
+		Replica:         s.cfg.ReplicaID,
 		GapWait:         s.cfg.WSGapWait,
 		MaxConnsPerUser: s.cfg.WSMaxConnsPerUser,
 		MaxConns:        s.cfg.WSMaxConns,
