@@ -132,6 +132,14 @@ func NewServer(ctx context.Context, cfg Config, log *slog.Logger, port int) (*Se
 	s.metrics.watchHub(s.hub)
 	s.writes = newUserLimit(s, surfaceWrites, "writes", cfg.RateLimitWrites)
 	s.chat = newChatService(s, model)
+	if err := s.listenControl(ctx); err != nil {
+		if s.broker != nil {
+			s.broker.Close()
+			s.redis.Close()
+		}
+		db.Close()
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
 	s.baseCtx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.app = s.routes()
 	return s, nil
@@ -257,6 +265,7 @@ func (s *Server) routes() *fiber.App {
 	api.Delete("/todos/:id", s.limitWrites, s.deleteTodo)
 	api.Post("/chat", s.postChat)
 	api.Get("/chat/:user_id", s.listChat)
+	api.Post("/chat/:id/cancel", s.postChatCancel)
 	s.metrics.routes = newRouteTable(app.GetRoutes(true))
 	return app
 }

@@ -142,6 +142,7 @@ type Hub struct {
 	checkMu  sync.Mutex // guards checking
 	checking bool       // the log check runs (see logcheck.go)
 	checkWG  sync.WaitGroup
+	control  atomic.Pointer[func(data []byte)] // see ListenControl
 	// servingMu orders serving.Add (in Serve) before serving.Wait (in Shutdown).
 	servingMu sync.Mutex
 	serving   sync.WaitGroup
@@ -461,6 +462,10 @@ func (h *Hub) helloSeq(ctx context.Context, user string) (int64, error) {
 type brokerEvents struct{ h *Hub }
 
 func (e brokerEvents) HandlePublication(channel string, data []byte) {
+	if channel == controlChannel {
+		e.h.handleControl(data)
+		return
+	}
 	user, ok := strings.CutPrefix(channel, userChannelPrefix)
 	if !ok {
 		return
