@@ -168,8 +168,9 @@ func (h *Hub) refuse(conn Conn, code int, reason string) {
 // user's broker channel is subscribed (confirmed) before N is read, so every event after
 // N either arrives live or is in the log. A resume {since: S}: S > lastSeq sets lastSeq
 // = base = S (a since beyond what the hub knows of is checked against the log, resync if
-// the log ends before it); base <= S <= lastSeq is answered at once (nothing is missing);
-// S < base adds the fill (S, base] and sets base = S. When the broker reports a
+// the log ends before it); base <= S <= lastSeq is answered at once (nothing is missing)
+// unless fills still run (they are cut to what follows S); S < base adds the fill
+// (S, base] and sets base = S. When the broker reports a
 // resubscription (messages may have been lost) or the hub's log check finds an event
 // that was never delivered, every client catches up. If History fails, the catch-up
 // retries with backoff as long as the socket lives.
