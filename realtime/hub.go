@@ -194,7 +194,8 @@ func (h *Hub) Conns() int { return int(h.conns.Load()) }
 // sequenced one by the user's sequencer (its seq went out already), an ephemeral one
 // by its origin. If the broker publish fails, the error is returned; the other
 // replicas' sockets then read a sequenced publication from the log after a gap
-// (Config.GapWait), and miss an ephemeral one.
+// (Config.GapWait) or at their hub's log check (Config.LogCheck), and miss an
+// ephemeral one.
 //
 // Sequenced publications (Seq > 0) must be published only after the transaction that
 // wrote them to the event log committed: the hub relies on finding in History every
