@@ -168,9 +168,8 @@ func (h *Hub) refuse(conn Conn, code int, reason string) {
 // user's broker channel is subscribed (confirmed) before N is read, so every event after
 // N either arrives live or is in the log. A resume {since: S}: S > lastSeq sets lastSeq
 // = base = S (a since beyond what the hub knows of is checked against the log, resync if
-// the log ends before it); base <= S <= lastSeq is answered at once (nothing is missing)
-// unless fills still run (they are cut to what follows S); S < base adds the fill
-// (S, base] and sets base = S. When the broker reports a
+// the log ends before it); base <= S <= lastSeq is answered at once (nothing is missing),
+// or when the fills still running end; S < base adds the fill (S, base] and sets base = S. When the broker reports a
 // resubscription (messages may have been lost) or the hub's log check finds an event
 // that was never delivered, every client catches up. If History fails, the catch-up
 // retries with backoff as long as the socket lives.
@@ -447,14 +446,8 @@ func (c *Client) resumeLocked(since int64) {
 		c.lastSeq, c.base = since, since
 		c.verify = since > c.known
 	case since >= c.base:
-		// Nothing is missing but what the fills still send after since.
-		fills := c.fills[:0]
-		for _, f := range c.fills {
-			if f.to > since {
-				fills = append(fills, seqRange{max(f.from, since), f.to})
-			}
-		}
-		c.fills = fills
+		// Nothing is missing but what the fills still send (they go on: what they
+		// send was never sent on this socket).
 		if c.resume == nil {
 			c.enqueueLocked(resumedFrame(since, c.lastSeq, 0))
 			return

@@ -117,7 +117,7 @@ var fuzzUsers atomic.Int64
 
 // FuzzClientFrames drives a real Client through Hub.Serve with a fake
 // connection: the frames of the input (split at newlines, a bit of mask
-// making frame i binary) go through the very read loop of a socket whose
+// making frame i binary; a first line "?since=N" resumes at connect) go through the very read loop of a socket whose
 // user has events 1..n in the log. Properties: no panic, no deadlock (Serve
 // returns once the connection dies); hello first, with seq n; every frame
 // sent is a JSON object with a type; no todo event is sent twice (a resync
@@ -137,6 +137,9 @@ func FuzzClientFrames(f *testing.F) {
 		`{"type":"echo"}` + "\n" + `{"type":"resume","since":7}`,
 		`{"type":"resume","since":3}` + "\n" + `{"type":"resume","since":5}`,
 		"not json\n{}\n[]\n{\"type\":\"\"}\n{\"type\":\"resume\"}",
+		"?since=3\n" + `{"type":"resume","since":1}`,
+		"?since=40\n" + `{"type":"ping"}`,
+		"?since=0\n" + `{"type":"resume","since":5}` + "\n" + `{"type":"resume","since":2}`,
 	} {
 		f.Add(uint8(5), uint16(0), []byte(s))
 	}
@@ -157,12 +160,21 @@ func FuzzClientFrames(f *testing.F) {
 			}
 			frames = append(frames, memFrame{typ, data})
 		}
+		sess := Session{User: user}
+		if len(frames) > 0 { // a first line "?since=N" is a connect-time resume
+			if v, ok := bytes.CutPrefix(frames[0].data, []byte("?since=")); ok {
+				if since, err := strconv.ParseInt(string(v), 10, 64); err == nil && since >= 0 {
+					sess.Since = &since
+					frames = frames[1:]
+				}
+			}
+		}
 		sent := &fuzzSent{}
 		conn := newMemConn(frames, sent.add)
 		served := make(chan struct{})
 		go func() {
 			defer close(served)
-			hub.Serve(context.Background(), conn, Session{User: user}, fuzzEcho{})
+			hub.Serve(context.Background(), conn, sess, fuzzEcho{})
 		}()
 		select {
 		case <-conn.idle:
