@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/url"
-	"os"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/gofiber/contrib/websocket"
@@ -74,19 +72,6 @@ func (e *events) LastSeqs(ctx context.Context, users []string) (map[string]int64
 	return e.db.LastSeqs(ctx, users)
 }
 
-// replicaID is REPLICA_ID, or the host name and port: the name sockets learn
-// in hello, to tell which replica they are on.
-func replicaID(cfg Config, port int) string {
-	if cfg.ReplicaID != "" {
-		return cfg.ReplicaID
-	}
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "localhost"
-	}
-	return host + ":" + strconv.Itoa(port)
-}
-
 // wsAuthenticate runs before the upgrade: the Origin (when sent) must be one
 // of CORS_ORIGINS or the server's own, and the token (Authorization header, or ?token= for
 // browsers) must be valid. Failures are plain HTTP answers: 403, 401, 503.
@@ -115,9 +100,9 @@ func (s *Server) wsAuthenticate(c *fiber.Ctx) error {
 		return s.challenge(c, err)
 	}
 	if v := c.Query("since"); v != "" {
-		since, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || since < 0 || v[0] == '+' {
-			return store.FieldError("since", "since must be the last seq you saw, a non-negative integer such as 12, got %q", v)
+		since, err := parseSinceQuery(v)
+		if err != nil {
+			return err
 		}
 		c.Locals(sinceKey, since)
 	}
@@ -126,8 +111,6 @@ func (s *Server) wsAuthenticate(c *fiber.Ctx) error {
 	return c.Next()
 }
 
-// sinceKey holds the ?since of a socket (Locals).
-const sinceKey = "ws_since"
 
 // sameOrigin reports whether origin is this server's own (the console it
 // serves), the usual same-host check.
