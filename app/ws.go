@@ -111,7 +111,6 @@ func (s *Server) wsAuthenticate(c *fiber.Ctx) error {
 	return c.Next()
 }
 
-
 // sameOrigin reports whether origin is this server's own (the console it
 // serves), the usual same-host check.
 func sameOrigin(c *fiber.Ctx, origin string) bool {
