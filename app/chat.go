@@ -69,6 +69,7 @@ type chatService struct {
 
 	mu      sync.Mutex
 	running map[chatKey]*chatRun
+	cancels cancelWaiters // cancels sent to the other replicas (chat_cancel.go)
 }
 
 // chatKey names a running chat: ids are chosen by clients, so they are
@@ -517,8 +518,8 @@ func (s *Server) socketUser(c *realtime.Client) error {
 }
 
 // wsCancel handles {"type":"cancel","id":"..."}: it stops the user's chat
-// with that id if it runs on this replica; the partial answer is stored
-// as cancelled and sent as chat.done.
+// with that id on whichever replica runs it (chat_cancel.go); the partial
+// answer is stored as cancelled and sent as chat.done.
 func (s *Server) wsCancel(c *realtime.Client, raw []byte) {
 	var f struct {
 		ID string `json:"id"`
@@ -528,7 +529,7 @@ func (s *Server) wsCancel(c *realtime.Client, raw []byte) {
 		return
 	}
 	if !s.chat.cancelRun(c.User(), f.ID) {
-		c.Send(realtime.ErrorFrame(store.CodeNotFound, "no chat "+quote(f.ID)+" is running on this server"))
+		s.wsCancelAnywhere(c, f.ID)
 	}
 }
 

@@ -113,9 +113,9 @@ type Config struct {
 	WSRateLimit float64 `env:"WS_RATE_LIMIT" envDefault:"20"`
 	// WSRateBurst is WS_RATE_BURST: inbound burst per socket. Default 40.
 	WSRateBurst int `env:"WS_RATE_BURST" envDefault:"40"`
-	// WSResumeGrace is WS_RESUME_GRACE: how long a new socket waits for the
-	// client's resume before it goes live from hello's seq. Default 2s.
-	WSResumeGrace time.Duration `env:"WS_RESUME_GRACE" envDefault:"2s"`
+	// ReplicaID is REPLICA_ID: this replica's name in every socket's hello
+	// ("replica"). Default: the host name and port, e.g. "web-1:8000".
+	ReplicaID string `env:"REPLICA_ID"`
 	// WSGapWait is WS_GAP_WAIT: how long a replica holds a user's events that
 	// arrived after a missing seq before its sockets read the event log. Default 1s.
 	WSGapWait time.Duration `env:"WS_GAP_WAIT" envDefault:"1s"`
@@ -348,8 +348,7 @@ func (c *Config) validate() error {
 		{"JWKS_REFRESH_INTERVAL", c.JWKSRefreshInterval}, {"JWT_LEEWAY", c.JWTLeeway + 1},
 		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout}, {"REQUEST_TIMEOUT", c.RequestTimeout}, {"DB_TIMEOUT", c.DBTimeout},
 		{"EVENT_RETENTION_AGE", c.EventRetentionAge}, {"WS_PING_INTERVAL", c.WSPingInterval},
-		{"WS_PONG_TIMEOUT", c.WSPongTimeout}, {"WS_RESUME_GRACE", c.WSResumeGrace},
-		{"WS_GAP_WAIT", c.WSGapWait},
+		{"WS_PONG_TIMEOUT", c.WSPongTimeout}, {"WS_GAP_WAIT", c.WSGapWait},
 	}
 	for _, d := range durations {
 		if d.v <= 0 {

@@ -118,7 +118,6 @@ func TestLoadConfigDefaultsAreAsDocumented(t *testing.T) {
 		{"WS_MAX_CONNS", cfg.WSMaxConns, 20000},
 		{"WS_RATE_LIMIT", cfg.WSRateLimit, 20.0},
 		{"WS_RATE_BURST", cfg.WSRateBurst, 40},
-		{"WS_RESUME_GRACE", cfg.WSResumeGrace, 2 * time.Second},
 		{"WS_GAP_WAIT", cfg.WSGapWait, time.Second},
 		{"EVENT_RETENTION_COUNT", cfg.EventRetentionCount, 10000},
 		{"EVENT_RETENTION_AGE", cfg.EventRetentionAge, 168 * time.Hour},

@@ -156,7 +156,7 @@ func newMetrics(cfg Config) *metrics {
 	for _, o := range []string{chatCompleted, chatCancelled, chatFailed} {
 		m.chatRuns.WithLabelValues(o)
 	}
-	for _, r := range []string{realtime.CatchUpResume, realtime.CatchUpConnect, realtime.CatchUpGap, realtime.CatchUpResubscribed} {
+	for _, r := range []string{realtime.CatchUpResume, realtime.CatchUpConnect, realtime.CatchUpGap, realtime.CatchUpResubscribed, realtime.CatchUpLog} {
 		m.catchUps.WithLabelValues(r)
 	}
 	m.brokerPublishes.WithLabelValues("ok")

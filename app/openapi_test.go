@@ -524,6 +524,9 @@ func checkAPI(t *testing.T, o *oas, ts *testServer) {
 	expect(200, "GET", "/api/chat/{user_id}", "/api/chat/"+u.ID+"?limit=2", tok, nil)
 	expect(422, "GET", "/api/chat/{user_id}", "/api/chat/"+u.ID+"?before=yesterday", tok, nil)
 	expect(404, "GET", "/api/chat/{user_id}", "/api/chat/someone-else", tok, nil)
+	expect(404, "POST", "/api/chat/{id}/cancel", "/api/chat/no-such-chat/cancel", tok, nil)
+	expect(422, "POST", "/api/chat/{id}/cancel", "/api/chat/"+strings.Repeat("x", 129)+"/cancel", tok, nil)
+	expect(401, "POST", "/api/chat/{id}/cancel", "/api/chat/c1/cancel", "", nil)
 
 	// MCP.
 	mcpHeaders := []string{"Accept: application/json, text/event-stream", "Mcp-Protocol-Version: 2025-06-18"}

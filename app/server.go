@@ -111,6 +111,7 @@ func NewServer(ctx context.Context, cfg Config, log *slog.Logger, port int) (*Se
 	if err != nil {
 		return nil, err
 	}
+	cfg.ReplicaID = replicaID(cfg, port)
 	s := &Server{cfg: cfg, log: log, db: db, metrics: newMetrics(cfg)}
 	acfg := authConfig(cfg)
 	if cfg.DevIssuer() {
@@ -138,6 +139,14 @@ func NewServer(ctx context.Context, cfg Config, log *slog.Logger, port int) (*Se
 	s.metrics.watchHub(s.hub)
 	s.writes = newUserLimit(s, surfaceWrites, "writes", cfg.RateLimitWrites)
 	s.chat = newChatService(s, model)
+	if err := s.listenControl(ctx); err != nil {
+		if s.broker != nil {
+			s.broker.Close()
+			s.redis.Close()
+		}
+		db.Close()
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
 	s.baseCtx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.app = s.routes()
 	return s, nil
@@ -189,7 +198,7 @@ func (s *Server) openHub(ctx context.Context) error {
 		PingInterval:    s.cfg.WSPingInterval,
 		PongTimeout:     s.cfg.WSPongTimeout,
 		MaxMessageSize:  int64(s.cfg.WSMaxMessageSize),
-		ResumeGrace:     s.cfg.WSResumeGrace,
+		Replica:         s.cfg.ReplicaID,
 		GapWait:         s.cfg.WSGapWait,
 		MaxConnsPerUser: s.cfg.WSMaxConnsPerUser,
 		MaxConns:        s.cfg.WSMaxConns,
@@ -262,6 +271,7 @@ func (s *Server) routes() *fiber.App {
 	api.Delete("/todos/:id", s.limitWrites, s.deleteTodo)
 	api.Post("/chat", s.postChat)
 	api.Get("/chat/:user_id", s.listChat)
+	api.Post("/chat/:id/cancel", s.postChatCancel)
 	s.metrics.routes = newRouteTable(app.GetRoutes(true))
 	return app
 }

@@ -26,8 +26,9 @@ type events struct {
 }
 
 var (
-	_ store.Publisher  = (*events)(nil)
-	_ realtime.History = (*events)(nil)
+	_ store.Publisher         = (*events)(nil)
+	_ realtime.History        = (*events)(nil)
+	_ realtime.LastSeqsReader = (*events)(nil)
 )
 
 // PublishEvent sends a committed event to every socket of the user. A
@@ -65,6 +66,11 @@ func (e *events) LastSeq(ctx context.Context, user string) (int64, error) {
 	return e.db.LastSeq(ctx, user)
 }
 
+// LastSeqs returns the latest seq of each of users (the hub's log check).
+func (e *events) LastSeqs(ctx context.Context, users []string) (map[string]int64, error) {
+	return e.db.LastSeqs(ctx, users)
+}
+
 // wsAuthenticate runs before the upgrade: the Origin (when sent) must be one
 // of CORS_ORIGINS or the server's own, and the token (Authorization header, or ?token= for
 // browsers) must be valid. Failures are plain HTTP answers: 403, 401, 503.
@@ -92,6 +98,13 @@ func (s *Server) wsAuthenticate(c *fiber.Ctx) error {
 	if err != nil {
 		return s.challenge(c, err)
 	}
+	if v := c.Query("since"); v != "" {
+		since, err := parseSinceQuery(v)
+		if err != nil {
+			return err
+		}
+		c.Locals(sinceKey, since)
+	}
 	c.Locals(userKey, utils.CopyString(claims.UserID))
 	c.Locals(expiresKey, claims.Expires)
 	return c.Next()
@@ -107,9 +120,13 @@ func sameOrigin(c *fiber.Ctx, origin string) bool {
 // wsServe runs one socket for its whole life (contrib/websocket pools the
 // Conn once this returns).
 func (s *Server) wsServe(conn *websocket.Conn) {
-	user, _ := conn.Locals(userKey).(string)
-	expires, _ := conn.Locals(expiresKey).(time.Time)
-	s.hub.Serve(s.baseCtx, conn, user, expires, s)
+	sess := realtime.Session{}
+	sess.User, _ = conn.Locals(userKey).(string)
+	sess.Expires, _ = conn.Locals(expiresKey).(time.Time)
+	if since, ok := conn.Locals(sinceKey).(int64); ok {
+		sess.Since = &since
+	}
+	s.hub.Serve(s.baseCtx, conn, sess, s)
 }
 
 // HandleFrame handles the application frames of a socket: auth (a fresh

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,7 +69,10 @@ func (c *sockClient) run(ctx context.Context, wg *sync.WaitGroup) {
 	pick := c.id % len(c.urls)
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
-		conn, resp, err := dialer.DialContext(ctx, c.urls[pick], h)
+		c.mu.Lock()
+		url := c.urls[pick] + "?since=" + strconv.FormatInt(c.last, 10) // resume at connect
+		c.mu.Unlock()
+		conn, resp, err := dialer.DialContext(ctx, url, h)
 		if resp != nil && resp.Body != nil {
 			resp.Body.Close()
 		}
@@ -90,8 +94,8 @@ func (c *sockClient) run(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-// session runs one connection: hello, resume from the last seq, then
-// frames until it fails.
+// session runs one connection (dialed with ?since= the last seq): hello,
+// the replay, resumed, then frames until it fails.
 func (c *sockClient) session(ctx context.Context, conn *websocket.Conn) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
@@ -102,14 +106,9 @@ func (c *sockClient) session(ctx context.Context, conn *websocket.Conn) {
 		return
 	}
 	c.mu.Lock()
-	since := c.last
 	c.conn, c.dropping = conn, false
 	c.connects++
 	c.mu.Unlock()
-	if err := conn.WriteJSON(map[string]any{"type": "resume", "since": since}); err != nil {
-		c.closed(ctx, conn, err)
-		return
-	}
 	for {
 		// Server pings come every 25 s; anything silent for longer is dead.
 		conn.SetReadDeadline(time.Now().Add(45 * time.Second))

@@ -503,12 +503,12 @@ type conn struct {
 	conn *websocket.Conn
 }
 
-// dialWS opens /ws on base, reads hello and resumes from since; it returns
+// dialWS opens /ws?since= on base (resume at connect) and reads hello; it returns
 // the socket, the replayed events and the error of any step.
 func dialWS(base, token string, since int64) (*websocket.Conn, []frame, error) {
 	h := http.Header{"Authorization": {"Bearer " + token}}
 	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
-	ws, resp, err := d.Dial("ws"+strings.TrimPrefix(base, "http")+"/ws", h)
+	ws, resp, err := d.Dial("ws"+strings.TrimPrefix(base, "http")+"/ws?since="+strconv.FormatInt(since, 10), h)
 	if err != nil {
 		if resp != nil {
 			err = fmt.Errorf("%w (status %d)", err, resp.StatusCode)
@@ -521,10 +521,6 @@ func dialWS(base, token string, since int64) (*websocket.Conn, []frame, error) {
 	}
 	if f, err := readFrame(ws, 5*time.Second); err != nil || f.Type != "hello" {
 		return fail(fmt.Errorf("hello: %+v %w", f, err))
-	}
-	data, _ := json.Marshal(map[string]any{"type": "resume", "since": since})
-	if err := ws.WriteMessage(websocket.TextMessage, data); err != nil {
-		return fail(err)
 	}
 	var replayed []frame
 	for {

@@ -59,32 +59,46 @@ const closeGrace = time.Second
 
 var pongFrame = []byte(`{"type":"pong"}`)
 
+// Session is what Serve needs to know of a socket besides its connection.
+type Session struct {
+	// User is the socket's user.
+	User string
+	// Expires is the auth token's expiry (zero: never); when it passes (see
+	// Client.SetExpires) the socket is closed with CloseTokenExpired.
+	Expires time.Time
+	// Since, if set, resumes the socket at connect (/ws?since=N): it is answered exactly
+	// like a resume frame with that since sent first.
+	Since *int64
+}
+
 // Serve runs one WebSocket connection until it closes; it blocks for the connection's
 // lifetime (required by contrib/websocket, whose Conn is pooled once the handler
 // returns). Frames the hub does not handle itself are passed to fh (nil: they are
-// answered with a bad_request error). expires is the auth token's expiry (zero: never);
-// when it passes (see Client.SetExpires) the socket is closed with CloseTokenExpired.
+// answered with a bad_request error).
 //
-// Protocol (JSON text frames). The server sends first {"type":"hello","user_id":U,"seq":N},
-// N being the user's latest seq. Then:
-//   - client {"type":"resume","since":S}: the server replays the events S+1..M, then sends
-//     {"type":"resumed","since":S,"seq":M,"replayed":K}, then live events (> M). If events
-//     after S were pruned from the log it sends {"type":"resync","seq":M} instead: the
-//     client refetches its list and continues from M. A since beyond N is answered with
-//     resync too (seq N). A resume after live events started (late or repeated) is
-//     answered with resumed (replayed 0) if the socket already sent everything after S, with
-//     resync if not (once the replay it is running ended, naming the seq it reached), and
-//     closes the socket with CloseBadRequest if S is beyond what the socket sent or is not
-//     a non-negative integer.
+// Protocol (JSON text frames). The server sends first
+// {"type":"hello","user_id":U,"seq":N,"replica":R}, N being the user's latest seq and R
+// Config.Replica (left out if empty). The socket is live at once: every event after N
+// follows, in order. Then:
+//   - client {"type":"resume","since":S} (or Session.Since at connect, answered before
+//     anything else): the server sends the events after S this socket has not sent (or
+//     that follow S, if S is beyond what it sent), then
+//     {"type":"resumed","since":S,"seq":M,"replayed":K}, M being the last seq sent and K
+//     the events sent meanwhile; live events (> M) follow. Events after S that the socket
+//     already sent are not sent again. When nothing newer was sent before the resume
+//     arrived (a resume at connect, or first, before any change), the stream is S+1, S+2,
+//     ... M exactly; otherwise the missing events come after the newer ones already sent.
+//     If events after S were pruned from the log the answer is {"type":"resync","seq":M}
+//     instead: the client refetches its list and continues from M; also if S is beyond
+//     the user's log (the log was reset). A since that is not a non-negative integer
+//     closes the socket with CloseBadRequest.
 //   - client {"type":"ping"}: server {"type":"pong"}.
 //   - anything else goes to fh; a frame that is not JSON or has no type is answered with
 //     {"type":"error","code":"bad_request",...}; frames over the rate limit with
 //     {"type":"error","code":"rate_limited",...} (and dropped).
 //
-// A socket sends no live event before its resume was answered, or its first frame other
-// than resume and ping arrived, or Config.ResumeGrace passed (then it continues from N).
 // Cancelling ctx closes the socket with CloseGoingAway.
-func (h *Hub) Serve(ctx context.Context, conn Conn, user string, expires time.Time, fh FrameHandler) {
+func (h *Hub) Serve(ctx context.Context, conn Conn, s Session, fh FrameHandler) {
 	h.servingMu.Lock()
 	if h.stopping.Load() {
 		h.servingMu.Unlock()
@@ -95,6 +109,7 @@ func (h *Hub) Serve(ctx context.Context, conn Conn, user string, expires time.Ti
 	h.servingMu.Unlock()
 	defer h.serving.Done()
 
+	user := s.User
 	conn.SetReadLimit(h.cfg.MaxMessageSize)
 	c := newClient(ctx, h, conn, user)
 	defer c.cancel()
@@ -112,7 +127,7 @@ func (h *Hub) Serve(ctx context.Context, conn Conn, user string, expires time.Ti
 		c.log.Error("realtime: cannot greet socket", slog.Any("error", err))
 		c.Close(CloseInternalError, ReasonInternalError)
 	}
-	c.start(seq, expires)
+	c.start(seq, s.Expires, s.Since)
 	if err == nil {
 		h.started(user, seq)
 	}
@@ -131,29 +146,33 @@ func (h *Hub) refuse(conn Conn, code int, reason string) {
 //
 // # The seam between replay and live, and ordering
 //
-// A client tracks lastSeq, the highest seq it enqueued. A live sequenced publication
-// (from the broker) with seq <= lastSeq is a duplicate and dropped; seq == lastSeq+1 is
-// enqueued; seq > lastSeq+1 reveals a gap (a message lost: the hub delivers a user's
-// publications in seq order and waits Config.GapWait for a missing one, see sequencer)
-// and starts a catch-up. While a catch-up runs ("catching"), live sequenced publications are not
-// enqueued at all: they only set dirty. The catch-up goroutine (at most one per client,
-// owned by the client) loops: read History.Since(lastSeq, ReplayBatch) without the lock;
-// take the lock; enqueue every event with seq > lastSeq; if the page was full or dirty was
-// set meanwhile, clear dirty and read again; else leave catching, under the same lock.
-// Events are published only after their transaction committed, so an event dropped while
-// dirty is in the log by the next read: nothing is lost, nothing is sent twice, and the
-// switch back to live happens under the lock that live delivery takes, with lastSeq
-// exactly where the log ended. Ephemeral publications (Seq 0) are enqueued directly in
-// every state, after hello.
+// A client tracks lastSeq, the highest seq it enqueued (or, after a resume beyond it,
+// the client's since), and base: every event in (base, lastSeq] was sent on this socket
+// or is the client's already. A live sequenced publication (from the broker) with seq <=
+// lastSeq is a duplicate and dropped; seq == lastSeq+1 is enqueued; seq > lastSeq+1
+// reveals a gap (a message lost: the hub delivers a user's publications in seq order and
+// waits Config.GapWait for a missing one, see sequencer) and starts a catch-up. While a
+// catch-up runs ("catching"), live sequenced publications are not enqueued at all: they
+// only set dirty. The catch-up goroutine (at most one per client, owned by the client)
+// first sends the fills (ranges below base a resume asked for), then loops: read
+// History.Since(lastSeq, ReplayBatch) without the lock; take the lock; enqueue every
+// event with seq > lastSeq; if the page was full or dirty was set meanwhile, clear dirty
+// and read again; else answer the pending resume and leave catching, under the same
+// lock. Events are published only after their transaction committed, so an event
+// dropped while dirty is in the log by the next read: nothing is lost, nothing is sent
+// twice, and the switch back to live happens under the lock that live delivery takes,
+// with lastSeq exactly where the log ended. Ephemeral publications (Seq 0) are enqueued
+// directly in every state, after hello.
 //
-// A new socket starts catching with lastSeq unset. The user's broker channel is
-// subscribed (confirmed) before the hello seq N is read, so every event after N either
-// arrives live or is in the log. No live event is sent before (a) the client's resume
-// {since: S} (lastSeq = S, replay, then resumed), or (b) its first other frame, or (c)
-// ResumeGrace passing; in (b) and (c) lastSeq = N and a catch-up from N covers what was
-// committed since hello. When the broker reports a resubscription (messages may have been
-// lost) every client catches up. If History fails, the catch-up retries with backoff as
-// long as the socket lives.
+// A new socket starts with lastSeq = base = N (hello's seq) and a catch-up from N. The
+// user's broker channel is subscribed (confirmed) before N is read, so every event after
+// N either arrives live or is in the log. A resume {since: S}: S > lastSeq sets lastSeq
+// = base = S (a since beyond what the hub knows of is checked against the log, resync if
+// the log ends before it); base <= S <= lastSeq is answered at once (nothing is missing),
+// or when the fills still running end; S < base adds the fill (S, base] and sets base = S. When the broker reports a
+// resubscription (messages may have been lost) or the hub's log check finds an event
+// that was never delivered, every client catches up. If History fails, the catch-up
+// retries with backoff as long as the socket lives.
 type Client struct {
 	hub     *Hub
 	conn    Conn
@@ -174,19 +193,18 @@ type Client struct {
 	closeCode   int
 	closeReason string
 	queue       [][]byte
-	greeted     bool  // hello enqueued
-	helloSeq    int64 // seq sent in hello
-	live        bool  // the seam opened: lastSeq is set
-	lastSeq     int64 // highest seq enqueued
-	base        int64 // the client's stream is complete after base (answers a late resume)
+	greeted     bool  // hello enqueued: lastSeq and base are set
+	lastSeq     int64 // highest seq enqueued (or claimed by the client's resume)
+	base        int64 // the client has every event in (base, lastSeq]
 	known       int64 // highest seq known to exist (hello, live publications)
+	verify      bool  // lastSeq is a client's claim beyond known: check the log reaches it
 	catching    bool  // live sequenced publications are diverted to the catch-up
 	dirty       bool  // a live sequenced publication was dropped while catching
 	running     bool  // the catch-up goroutine runs
+	fills       []seqRange
 	resume      *pendingResume
-	resyncAfter bool   // a late resume asked for a resync while catching up: sent when it ends
+	resyncAfter bool   // a fill was pruned: resync when the catch-up ends
 	wbuf        []byte // the writer's coalescing buffer (writeCoalesced)
-	grace       *time.Timer
 	expiry      *time.Timer
 	expiryGen   uint64
 }
@@ -196,6 +214,9 @@ type pendingResume struct {
 	since    int64
 	replayed int
 }
+
+// seqRange is the events (from, to] of a fill.
+type seqRange struct{ from, to int64 }
 
 func newClient(ctx context.Context, h *Hub, conn Conn, user string) *Client {
 	ctx, cancel := context.WithCancel(ctx)
@@ -276,20 +297,26 @@ func (c *Client) setExpiresLocked(t time.Time) {
 	})
 }
 
-// start enqueues hello and starts the writer, the grace and expiry timers.
-func (c *Client) start(seq int64, expires time.Time) {
+// start enqueues hello, goes live from seq (catching up from it: events committed
+// since hello was read may have come before the socket was greeted), answers the
+// connect-time resume and starts the writer and the expiry timer.
+func (c *Client) start(seq int64, expires time.Time, since *int64) {
 	hello, _ := json.Marshal(struct {
-		Type   string `json:"type"`
-		UserID string `json:"user_id"`
-		Seq    int64  `json:"seq"`
-	}{"hello", c.user, seq})
+		Type    string `json:"type"`
+		UserID  string `json:"user_id"`
+		Seq     int64  `json:"seq"`
+		Replica string `json:"replica,omitempty"`
+	}{"hello", c.user, seq, c.hub.cfg.Replica})
 
 	c.mu.Lock()
-	c.helloSeq, c.known = seq, seq
-	c.catching = true // until the seam opens
+	c.known, c.lastSeq, c.base = seq, seq, seq
 	c.enqueueLocked(hello)
 	c.greeted = true
-	c.grace = time.AfterFunc(c.hub.cfg.ResumeGrace, c.openSeamDefault)
+	c.hub.cfg.Metrics.CatchUp(CatchUpConnect)
+	c.startCatchUpLocked()
+	if since != nil {
+		c.resumeLocked(*since)
+	}
 	c.setExpiresLocked(expires)
 	c.wg.Add(1)
 	go c.writeLoop()
@@ -302,9 +329,6 @@ func (c *Client) finish() {
 	c.mu.Lock()
 	c.closeLocked(0, "")
 	c.closed = true
-	if c.grace != nil {
-		c.grace.Stop()
-	}
 	if c.expiry != nil {
 		c.expiry.Stop()
 	}
@@ -364,11 +388,23 @@ func (c *Client) deliver(p Publication) {
 }
 
 // requestCatchUp makes the client read the log again (the broker may have lost messages).
-func (c *Client) requestCatchUp() {
+func (c *Client) requestCatchUp(reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.live { // before the seam opens, its own catch-up will read the log anyway
-		c.hub.cfg.Metrics.CatchUp(CatchUpResubscribed)
+	if c.greeted {
+		c.hub.cfg.Metrics.CatchUp(reason)
+		c.startCatchUpLocked()
+	}
+}
+
+// catchUpTo makes the client read the log if it has not sent seq yet: the hub's log
+// check found seq committed but never delivered.
+func (c *Client) catchUpTo(seq int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.greeted && c.lastSeq < seq {
+		c.known = max(c.known, seq)
+		c.hub.cfg.Metrics.CatchUp(CatchUpLog)
 		c.startCatchUpLocked()
 	}
 }
@@ -384,28 +420,6 @@ func (c *Client) startCatchUpLocked() {
 	go c.catchUp()
 }
 
-// openSeamLocked sets lastSeq and starts the catch-up that ends the seam.
-func (c *Client) openSeamLocked(since int64, r *pendingResume) {
-	c.live = true
-	c.lastSeq, c.base = since, since
-	c.resume = r
-	if c.grace != nil {
-		c.grace.Stop()
-	}
-	c.startCatchUpLocked()
-}
-
-// openSeamDefault opens the seam from the hello seq: ResumeGrace passed, or the client
-// sent a frame other than resume.
-func (c *Client) openSeamDefault() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.live && c.greeted && !c.closed {
-		c.hub.cfg.Metrics.CatchUp(CatchUpConnect)
-		c.openSeamLocked(c.helloSeq, nil)
-	}
-}
-
 // handleResume answers {"type":"resume","since":S}.
 func (c *Client) handleResume(raw json.RawMessage) {
 	since, ok := parseSince(raw)
@@ -415,37 +429,39 @@ func (c *Client) handleResume(raw json.RawMessage) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.live {
-		c.hub.cfg.Metrics.CatchUp(CatchUpResume)
-		if since > c.helloSeq {
-			// The client has seen events the log does not have (it was reset, or the client
-			// is confused): it must refetch, and continues from hello's seq.
-			c.hub.cfg.Metrics.Resync()
-			c.enqueueLocked(resyncFrame(c.helloSeq))
-			c.openSeamLocked(c.helloSeq, nil)
-			return
-		}
-		c.openSeamLocked(since, &pendingResume{since: since})
-		return
+	c.resumeLocked(since)
+}
+
+// resumeLocked answers a resume from since (see the Client comment). A resume that
+// comes while another is pending replaces it: one answer, for the latest since.
+func (c *Client) resumeLocked(since int64) {
+	replayed := 0
+	if c.resume != nil {
+		replayed = c.resume.replayed
 	}
-	// A late resume (after the grace or another frame opened the seam) or a repeated one:
-	// events after lastSeq will follow in order anyway.
 	switch {
 	case since > c.lastSeq:
-		c.closeLocked(CloseBadRequest, ReasonBadRequest) // claims events this socket never sent
+		// The client has more than this socket sent: continue after since.
+		c.fills = nil
+		c.lastSeq, c.base = since, since
+		c.verify = since > c.known
 	case since >= c.base:
-		c.enqueueLocked(resumedFrame(since, c.lastSeq, 0))
-	case c.catching:
-		// As below, but lastSeq is not where the log ends yet: the resync names the seq
-		// the catch-up reaches.
-		c.hub.cfg.Metrics.Resync()
-		c.resyncAfter = true
+		// Nothing is missing but what the fills still send (they go on: what they
+		// send was never sent on this socket).
+		if c.resume == nil {
+			c.enqueueLocked(resumedFrame(since, c.lastSeq, 0))
+			return
+		}
+		c.resume = &pendingResume{since: since, replayed: replayed}
+		return
 	default:
-		// Events base..since were never sent on this socket and cannot be sent in order now.
-		c.hub.cfg.Metrics.Resync()
-		c.enqueueLocked(resyncFrame(c.lastSeq))
-		c.base = c.lastSeq
+		// Events since+1..base were never sent on this socket.
+		c.fills = append(c.fills, seqRange{since, c.base})
+		c.base = since
 	}
+	c.hub.cfg.Metrics.CatchUp(CatchUpResume)
+	c.resume = &pendingResume{since: since, replayed: replayed}
+	c.startCatchUpLocked()
 }
 
 func resumedFrame(since, seq int64, replayed int) []byte {
@@ -466,7 +482,8 @@ func resyncFrame(seq int64) []byte {
 	return b
 }
 
-// catchUp reads the log until the client is level with it (see the Client comment).
+// catchUp sends the fills and reads the log until the client is level with it (see the
+// Client comment).
 func (c *Client) catchUp() {
 	defer c.wg.Done()
 	defer func() {
@@ -486,11 +503,22 @@ func (c *Client) catchUp() {
 			c.mu.Unlock()
 			return
 		}
-		since, known := c.lastSeq, c.known
-		c.dirty = false
-		c.mu.Unlock()
-
-		page, pruned, last, err := c.readLog(since, known)
+		var more bool
+		var err error
+		if len(c.fills) > 0 {
+			fill := c.fills[0]
+			c.mu.Unlock()
+			more, err = c.fill(fill)
+		} else {
+			since, known, verify := c.lastSeq, c.known, c.verify
+			c.dirty = false
+			c.mu.Unlock()
+			var r logRead
+			r, err = c.readLog(since, known, verify)
+			if err == nil {
+				more = c.apply(r, since, known)
+			}
+		}
 		if err != nil {
 			if c.ctx.Err() != nil {
 				c.stopCatchUp()
@@ -505,7 +533,7 @@ func (c *Client) catchUp() {
 			continue
 		}
 		delay = backoffMin
-		if !c.apply(page, pruned, last, since, known) {
+		if !more {
 			return
 		}
 	}
@@ -522,106 +550,170 @@ func (c *Client) stopCatchUp() {
 	c.mu.Unlock()
 }
 
-// readLog reads the page after since. pruned reports that events after since are gone
-// from the log, last being the log's latest seq then.
-func (c *Client) readLog(since, known int64) (page []Publication, pruned bool, last int64, err error) {
+// fill sends the next page of f, the first fill. It reports whether the catch-up goes on.
+func (c *Client) fill(f seqRange) (bool, error) {
 	h := c.hub
 	if err := h.reads.Acquire(c.ctx, 1); err != nil {
-		return nil, false, 0, err
+		return false, err
 	}
-	defer h.reads.Release(1)
-	page, err = h.history.Since(c.ctx, c.user, since, h.cfg.ReplayBatch)
+	page, err := h.history.Since(c.ctx, c.user, f.from, int(min(int64(h.cfg.ReplayBatch), f.to-f.from)))
+	h.reads.Release(1)
 	if err != nil {
-		return nil, false, 0, err
+		return false, err
 	}
-	if len(page) > 0 && page[0].Seq <= since+1 {
-		return page, false, 0, nil
-	}
-	if len(page) == 0 && known <= since {
-		return nil, false, 0, nil // level with everything we know of
-	}
-	// The log starts after since+1, or is empty while we know of later events. Read the
-	// latest seq first, then the page again: if events up to last existed and are still
-	// not returned, they were pruned (pruning only removes the oldest events).
-	last, err = h.history.LastSeq(c.ctx, c.user)
-	if err != nil {
-		return nil, false, 0, err
-	}
-	if last <= since {
-		return nil, false, last, nil // the log has nothing after since: nothing to do
-	}
-	page, err = h.history.Since(c.ctx, c.user, since, h.cfg.ReplayBatch)
-	if err != nil {
-		return nil, false, 0, err
-	}
-	if len(page) > 0 && page[0].Seq <= since+1 {
-		return page, false, 0, nil
-	}
-	return nil, true, last, nil
-}
-
-// apply enqueues a page read by catchUp. It reports whether the catch-up goes on.
-func (c *Client) apply(page []Publication, pruned bool, last, since, known int64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if pruned {
+	if len(c.fills) == 0 || c.fills[0] != f {
+		return true, nil // a resume changed the fills meanwhile
+	}
+	if len(page) == 0 || page[0].Seq != f.from+1 {
+		// Pruned (only the oldest events are): the client must refetch.
+		c.fills, c.resyncAfter = nil, true
+		return true, nil
+	}
+	for _, p := range page {
+		if p.Seq > f.to {
+			break
+		}
+		if !c.replayLocked(p) {
+			c.running = false
+			return false, nil
+		}
+		if len(c.fills) == 0 || c.fills[0].from != f.from {
+			return true, nil // changed while waiting for the writer
+		}
+		f.from = p.Seq
+		c.fills[0].from = p.Seq
+	}
+	if f.from >= f.to {
+		c.fills = c.fills[1:]
+	}
+	return true, nil
+}
+
+// replayLocked enqueues an event read from the log, first waiting for room in the queue
+// rather than overflowing it (a long replay is not a slow client). It reports false if
+// the socket is closing.
+func (c *Client) replayLocked(p Publication) bool {
+	room := max(1, c.hub.cfg.QueueSize*3/4) // leave room for ephemeral frames and pongs
+	for len(c.queue) >= room {
+		if c.closed || c.closing.Load() || c.ctx.Err() != nil {
+			return false
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.drained:
+		case <-c.ctx.Done():
+		}
+		c.mu.Lock()
+	}
+	if c.closed || c.closing.Load() || c.ctx.Err() != nil {
+		return false
+	}
+	if !c.enqueueLocked(p.Data) {
+		return false
+	}
+	c.hub.cfg.Metrics.EventsReplayed(1)
+	if c.resume != nil {
+		c.resume.replayed++
+	}
+	return true
+}
+
+// logRead is what readLog found after since.
+type logRead struct {
+	page []Publication
+	// pruned: events after since are gone from the log; behind: the log ends before
+	// since (asked with verify). last is the log's latest seq then.
+	pruned, behind bool
+	last           int64
+}
+
+// readLog reads the page after since. With verify, since is a client's claim: an empty
+// page is checked against the log's latest seq.
+func (c *Client) readLog(since, known int64, verify bool) (logRead, error) {
+	h := c.hub
+	if err := h.reads.Acquire(c.ctx, 1); err != nil {
+		return logRead{}, err
+	}
+	defer h.reads.Release(1)
+	page, err := h.history.Since(c.ctx, c.user, since, h.cfg.ReplayBatch)
+	if err != nil {
+		return logRead{}, err
+	}
+	if len(page) > 0 && page[0].Seq <= since+1 {
+		return logRead{page: page}, nil
+	}
+	if len(page) == 0 && known <= since && !verify {
+		return logRead{}, nil // level with everything we know of
+	}
+	// The log starts after since+1, or is empty while we know of later events (or were
+	// told of since). Read the latest seq first, then the page again: if events up to
+	// last existed and are still not returned, they were pruned (pruning only removes
+	// the oldest events).
+	last, err := h.history.LastSeq(c.ctx, c.user)
+	if err != nil {
+		return logRead{}, err
+	}
+	if last < since && verify {
+		return logRead{behind: true, last: last}, nil
+	}
+	if last <= since {
+		return logRead{last: last}, nil // the log has nothing after since: nothing to do
+	}
+	page, err = h.history.Since(c.ctx, c.user, since, h.cfg.ReplayBatch)
+	if err != nil {
+		return logRead{}, err
+	}
+	if len(page) > 0 && page[0].Seq <= since+1 {
+		return logRead{page: page}, nil
+	}
+	return logRead{pruned: true, last: last}, nil
+}
+
+// apply enqueues a page read by catchUp from since. It reports whether the catch-up
+// goes on.
+func (c *Client) apply(r logRead, since, known int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lastSeq != since || len(c.fills) > 0 {
+		return true // a resume moved lastSeq or added a fill meanwhile: read again
+	}
+	if r.pruned || r.behind {
 		c.hub.cfg.Metrics.Resync()
-		c.enqueueLocked(resyncFrame(last))
-		c.lastSeq, c.base = last, last
-		c.known = max(c.known, last)
+		c.enqueueLocked(resyncFrame(r.last))
+		c.lastSeq, c.base = r.last, r.last
+		c.known = max(c.known, r.last)
+		c.verify = false
 		c.resume, c.resyncAfter = nil, false // resync answers them
 		c.dirty = true                       // read once more after last
 		return true
 	}
-	if len(page) == 0 && known > since && c.known == known {
+	c.verify = false // the log reaches since
+	if len(r.page) == 0 && known > since && c.known == known {
 		c.known = since // the log has nothing after since, whatever we heard: stop waiting for it
 	}
-	room := max(1, c.hub.cfg.QueueSize*3/4) // leave room for ephemeral frames and pongs
-	replayed := 0
-	defer func() {
-		if replayed > 0 {
-			c.hub.cfg.Metrics.EventsReplayed(replayed)
-		}
-	}()
-	for i := 0; i < len(page); {
-		if c.closed || c.closing.Load() || c.ctx.Err() != nil {
-			c.running = false
-			return false
-		}
-		if len(c.queue) >= room {
-			// Wait for the writer rather than overflow the queue: a long replay is not a
-			// slow client.
-			c.mu.Unlock()
-			select {
-			case <-c.drained:
-			case <-c.ctx.Done():
-			}
-			c.mu.Lock()
-			continue
-		}
-		p := page[i]
-		i++
+	for _, p := range r.page {
 		if p.Seq <= c.lastSeq {
 			continue
 		}
-		if c.enqueueLocked(p.Data) {
-			c.lastSeq = p.Seq
-			replayed++
-			if c.resume != nil {
-				c.resume.replayed++
-			}
+		if !c.replayLocked(p) {
+			c.running = false
+			return false
 		}
+		c.lastSeq = p.Seq
 	}
-	if len(page) >= c.hub.cfg.ReplayBatch || c.dirty {
+	if len(r.page) >= c.hub.cfg.ReplayBatch || c.dirty || len(c.fills) > 0 {
 		return true
 	}
-	if c.resume != nil {
+	switch {
+	case c.resyncAfter:
+		c.hub.cfg.Metrics.Resync()
+		c.enqueueLocked(resyncFrame(c.lastSeq))
+		c.base, c.resyncAfter, c.resume = c.lastSeq, false, nil
+	case c.resume != nil:
 		c.enqueueLocked(resumedFrame(c.resume.since, c.lastSeq, c.resume.replayed))
 		c.resume = nil
-	}
-	if c.resyncAfter {
-		c.enqueueLocked(resyncFrame(c.lastSeq))
-		c.base, c.resyncAfter = c.lastSeq, false
 	}
 	c.catching = false
 	c.running = false
@@ -861,7 +953,6 @@ func (c *Client) handleFrame(typ int, data []byte, fh FrameHandler) {
 	case "resume":
 		c.handleResume(f.Since)
 	default:
-		c.openSeamDefault()
 		if fh == nil {
 			c.Send(ErrorFrame(ErrorBadRequest, "unknown frame type "+quote(f.Type)))
 			return

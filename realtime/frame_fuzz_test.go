@@ -117,13 +117,14 @@ var fuzzUsers atomic.Int64
 
 // FuzzClientFrames drives a real Client through Hub.Serve with a fake
 // connection: the frames of the input (split at newlines, a bit of mask
-// making frame i binary) go through the very read loop of a socket whose
+// making frame i binary; a first line "?since=N" resumes at connect) go through the very read loop of a socket whose
 // user has events 1..n in the log. Properties: no panic, no deadlock (Serve
 // returns once the connection dies); hello first, with seq n; every frame
-// sent is a JSON object with a type; todo events go out in seq order with no
-// gap and no duplicate (a resync restarts the count); resumed names the
-// last seq sent and how many were replayed; the only close the server sends
-// is 3500 (a bad resume).
+// sent is a JSON object with a type; no todo event is sent twice (a resync
+// restarts the count), each resume's events go out in seq order; resumed
+// names the log's last seq, how many events were sent since the previous
+// answer, and comes only when every event after its since was sent; the only
+// close the server sends is 3500 (a bad resume).
 func FuzzClientFrames(f *testing.F) {
 	for _, s := range []string{
 		`{"type":"resume","since":0}`,
@@ -136,11 +137,14 @@ func FuzzClientFrames(f *testing.F) {
 		`{"type":"echo"}` + "\n" + `{"type":"resume","since":7}`,
 		`{"type":"resume","since":3}` + "\n" + `{"type":"resume","since":5}`,
 		"not json\n{}\n[]\n{\"type\":\"\"}\n{\"type\":\"resume\"}",
+		"?since=3\n" + `{"type":"resume","since":1}`,
+		"?since=40\n" + `{"type":"ping"}`,
+		"?since=0\n" + `{"type":"resume","since":5}` + "\n" + `{"type":"resume","since":2}`,
 	} {
 		f.Add(uint8(5), uint16(0), []byte(s))
 	}
 	f.Add(uint8(3), uint16(1), []byte(`{"type":"resume","since":0}`+"\n"+`{"type":"resume","since":0}`))
-	hub := NewHub(NewMemoryBroker(), nil, Config{ResumeGrace: time.Hour, RateBurst: 64}, nil)
+	hub := NewHub(NewMemoryBroker(), nil, Config{LogCheck: time.Hour, RateBurst: 64}, nil)
 	f.Fuzz(func(t *testing.T, events uint8, binary uint16, input []byte) {
 		n := int64(events % 12)
 		user := "fuzz" + strconv.FormatInt(fuzzUsers.Add(1), 10)
@@ -156,12 +160,21 @@ func FuzzClientFrames(f *testing.F) {
 			}
 			frames = append(frames, memFrame{typ, data})
 		}
+		sess := Session{User: user}
+		if len(frames) > 0 { // a first line "?since=N" is a connect-time resume
+			if v, ok := bytes.CutPrefix(frames[0].data, []byte("?since=")); ok {
+				if since, err := strconv.ParseInt(string(v), 10, 64); err == nil && since >= 0 {
+					sess.Since = &since
+					frames = frames[1:]
+				}
+			}
+		}
 		sent := &fuzzSent{}
 		conn := newMemConn(frames, sent.add)
 		served := make(chan struct{})
 		go func() {
 			defer close(served)
-			hub.Serve(context.Background(), conn, user, time.Time{}, fuzzEcho{})
+			hub.Serve(context.Background(), conn, sess, fuzzEcho{})
 		}()
 		select {
 		case <-conn.idle:
@@ -213,7 +226,10 @@ func checkFuzzWrites(t *testing.T, closeCode int, writes [][]byte, n int64, in [
 	if len(writes) == 0 && closeCode == 0 {
 		t.Fatal("nothing was sent, not even hello") // a close may overtake the queue
 	}
-	cur, replayed := int64(-1), 0
+	// sent: the todo events sent since hello or the last resync; replayed: since the last
+	// answer (resumed, resync). A resume sends the events after since the socket has not
+	// sent, as runs of consecutive seqs.
+	sent, prev, replayed := map[int64]bool{}, int64(-1), 0
 	for i, data := range writes {
 		var fr struct {
 			Type     string `json:"type"`
@@ -235,28 +251,37 @@ func checkFuzzWrites(t *testing.T, closeCode int, writes [][]byte, n int64, in [
 			t.Fatalf("frame %d: a second hello %s", i, data)
 		case "todo.created":
 			s := *fr.Seq
-			if s < 1 || s > n || (cur >= 0 && s != cur+1) {
-				t.Fatalf("frame %d: seq %d after %d (log 1..%d); frames: %q", i, s, cur, n, writes)
+			switch {
+			case s < 1 || s > n:
+				t.Fatalf("frame %d: seq %d, the log is 1..%d; frames: %q", i, s, n, writes)
+			case sent[s]:
+				t.Fatalf("frame %d: seq %d sent twice; frames: %q", i, s, writes)
+			case prev >= 0 && s != prev+1 && sent[s-1]:
+				t.Fatalf("frame %d: seq %d after %d, not in order; frames: %q", i, s, prev, writes)
 			}
-			cur = s
+			sent[s], prev = true, s
 			replayed++
 		case "resync":
 			if *fr.Seq != n {
 				t.Fatalf("frame %d: resync to %d, the log ends at %d", i, *fr.Seq, n)
 			}
-			cur, replayed = *fr.Seq, 0
+			sent, prev, replayed = map[int64]bool{}, -1, 0
 		case "resumed":
-			switch {
-			case cur >= 0 && *fr.Seq != cur:
-				t.Fatalf("frame %d: resumed at seq %d, the last seq sent is %d; frames: %q", i, *fr.Seq, cur, writes)
-			case cur < 0 && *fr.Seq != fr.Since:
-				t.Fatalf("frame %d: resumed at seq %d with nothing sent after since %d", i, *fr.Seq, fr.Since)
-			case fr.Replayed != replayed:
-				t.Fatalf("frame %d: resumed says %d replayed, %d were sent", i, fr.Replayed, replayed)
-			case fr.Since < 0 || fr.Since > *fr.Seq:
+			if *fr.Seq != n {
+				t.Fatalf("frame %d: resumed at seq %d, the log ends at %d; frames: %q", i, *fr.Seq, n, writes)
+			}
+			if fr.Replayed != replayed {
+				t.Fatalf("frame %d: resumed says %d replayed, %d were sent; frames: %q", i, fr.Replayed, replayed, writes)
+			}
+			if fr.Since < 0 || fr.Since > *fr.Seq {
 				t.Fatalf("frame %d: resumed since %d beyond seq %d", i, fr.Since, *fr.Seq)
 			}
-			cur, replayed = *fr.Seq, 0
+			for s := fr.Since + 1; s <= *fr.Seq; s++ {
+				if !sent[s] {
+					t.Fatalf("frame %d: resumed since %d, but seq %d was never sent; frames: %q", i, fr.Since, s, writes)
+				}
+			}
+			prev, replayed = -1, 0
 		case "pong", "echo", "error":
 		default:
 			t.Fatalf("frame %d: unexpected %s", i, data)

@@ -29,9 +29,8 @@ type Config struct {
 	// MaxMessageSize is the inbound frame limit in bytes; fasthttp/websocket closes a
 	// socket sending more with 1009. Default 64 KiB.
 	MaxMessageSize int64
-	// ResumeGrace is how long a new socket waits for the client's resume frame before it
-	// starts sending live events from the seq announced in hello. Default 2s.
-	ResumeGrace time.Duration
+	// Replica names this replica in every socket's hello ("replica"); empty: not sent.
+	Replica string
 	// MaxConnsPerUser caps one user's sockets on this replica (CloseTooManyConnections).
 	// Default 32.
 	MaxConnsPerUser int
@@ -48,6 +47,12 @@ type Config struct {
 	// the missing one before the sockets read the event log instead (see sequencer).
 	// Default 1s.
 	GapWait time.Duration
+	// LogCheck is the period of the hub's check of the event log for events committed
+	// but never delivered (a writer that died between commit and publish, a publish that
+	// failed): every LogCheck the hub reads the latest seq of every user with a socket
+	// here, in batches; an event still undelivered at the next check is read from the
+	// log by the user's sockets. Such an event reaches them within 2*LogCheck. Default 1s.
+	LogCheck time.Duration
 	// Metrics receives the hub's counts (frames, closes, catch-ups, broker calls).
 	// Default: none (NopMetrics).
 	Metrics Metrics
@@ -69,9 +74,6 @@ func (c Config) withDefaults() Config {
 	if c.MaxMessageSize <= 0 {
 		c.MaxMessageSize = 64 << 10
 	}
-	if c.ResumeGrace <= 0 {
-		c.ResumeGrace = 2 * time.Second
-	}
 	if c.MaxConnsPerUser <= 0 {
 		c.MaxConnsPerUser = 32
 	}
@@ -89,6 +91,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.GapWait <= 0 {
 		c.GapWait = time.Second
+	}
+	if c.LogCheck <= 0 {
+		c.LogCheck = time.Second
 	}
 	if c.Metrics == nil {
 		c.Metrics = NopMetrics{}
@@ -131,6 +136,13 @@ type Hub struct {
 
 	conns    atomic.Int64
 	stopping atomic.Bool
+	// bg lives until Shutdown: the log check's context.
+	bg       context.Context
+	bgCancel context.CancelFunc
+	checkMu  sync.Mutex // guards checking
+	checking bool       // the log check runs (see logcheck.go)
+	checkWG  sync.WaitGroup
+	control  atomic.Pointer[func(data []byte)] // see ListenControl
 	// servingMu orders serving.Add (in Serve) before serving.Wait (in Shutdown).
 	servingMu sync.Mutex
 	serving   sync.WaitGroup
@@ -145,8 +157,9 @@ type hubShard struct {
 // mu, then a Client's lock.
 type userEntry struct {
 	clients map[*Client]struct{} // under the shard lock
-	mu      sync.Mutex           // orders the user's sequenced deliveries; guards seq
+	mu      sync.Mutex           // orders the user's sequenced deliveries; guards seq, behind
 	seq     sequencer
+	behind  int64 // the log's seq the previous log check found undelivered (0: none)
 }
 
 // fanOut hands p to every socket of the user (shard lock held).
@@ -167,6 +180,7 @@ func NewHub(b Broker, h History, cfg Config, log *slog.Logger) *Hub {
 	for i := range hub.shards {
 		hub.shards[i].users = make(map[string]*userEntry)
 	}
+	hub.bg, hub.bgCancel = context.WithCancel(context.Background())
 	b.RegisterEventHandler(brokerEvents{hub})
 	return hub
 }
@@ -180,7 +194,8 @@ func (h *Hub) Conns() int { return int(h.conns.Load()) }
 // sequenced one by the user's sequencer (its seq went out already), an ephemeral one
 // by its origin. If the broker publish fails, the error is returned; the other
 // replicas' sockets then read a sequenced publication from the log after a gap
-// (Config.GapWait), and miss an ephemeral one.
+// (Config.GapWait) or at their hub's log check (Config.LogCheck), and miss an
+// ephemeral one.
 //
 // Sequenced publications (Seq > 0) must be published only after the transaction that
 // wrote them to the event log committed: the hub relies on finding in History every
@@ -206,6 +221,9 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	h.servingMu.Lock()
 	h.stopping.Store(true)
 	h.servingMu.Unlock()
+	h.checkMu.Lock()
+	h.bgCancel() // ends the log check
+	h.checkMu.Unlock()
 
 	for i := range h.shards {
 		sh := &h.shards[i]
@@ -221,6 +239,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { // exits when the last Serve returns, even after ctx expired
 		h.serving.Wait()
+		h.checkWG.Wait()
 		close(done)
 	}()
 	select {
@@ -288,6 +307,7 @@ func (h *Hub) register(ctx context.Context, c *Client) (int, string) {
 			return CloseInternalError, ReasonInternalError
 		}
 	}
+	h.ensureLogCheck()
 	return 0, ""
 }
 
@@ -408,7 +428,7 @@ func (h *Hub) resubscribed() {
 			u.seq.flush(u.fanOut)
 			u.mu.Unlock()
 			for c := range u.clients {
-				c.requestCatchUp()
+				c.requestCatchUp(CatchUpResubscribed)
 			}
 		}
 		sh.mu.RUnlock()
@@ -443,6 +463,10 @@ func (h *Hub) helloSeq(ctx context.Context, user string) (int64, error) {
 type brokerEvents struct{ h *Hub }
 
 func (e brokerEvents) HandlePublication(channel string, data []byte) {
+	if channel == controlChannel {
+		e.h.handleControl(data)
+		return
+	}
 	user, ok := strings.CutPrefix(channel, userChannelPrefix)
 	if !ok {
 		return

@@ -106,7 +106,7 @@ func BenchmarkHubDeliver(b *testing.B) {
 						}
 					}
 				})
-				serving.Go(func() { hub.Serve(context.Background(), fc, "u1", time.Time{}, nil) })
+				serving.Go(func() { hub.Serve(context.Background(), fc, Session{User: "u1"}, nil) })
 			}
 			live.Wait()
 			b.Cleanup(func() {

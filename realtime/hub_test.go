@@ -84,6 +84,20 @@ func (m *memHistory) add(user string, pad int) Publication {
 	return p
 }
 
+// LastSeqs implements LastSeqsReader.
+func (m *memHistory) LastSeqs(ctx context.Context, users []string) (map[string]int64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]int64, len(users))
+	for _, u := range users {
+		out[u] = m.last[u]
+	}
+	return out, nil
+}
+
 // lastSeq returns the user's latest seq.
 func (m *memHistory) lastSeq(user string) int64 {
 	m.mu.Lock()
@@ -151,7 +165,12 @@ func startReplica(t testing.TB, b Broker, hist History, cfg Config) *replica {
 		if c.Query("nofh") != "" {
 			fh = nil
 		}
-		hub.Serve(context.Background(), c, c.Params("user"), exp, fh)
+		sess := Session{User: c.Params("user"), Expires: exp}
+		if v := c.Query("since"); v != "" {
+			since, _ := strconv.ParseInt(v, 10, 64)
+			sess.Since = &since
+		}
+		hub.Serve(context.Background(), c, sess, fh)
 	}))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -458,7 +477,9 @@ func TestHub(t *testing.T) {
 			t.Run("HelloThenLiveInOrder", func(t *testing.T) { testHelloThenLive(t, bk) })
 			t.Run("ResumeSeamUnderConcurrentPublish", func(t *testing.T) { testResumeSeam(t, bk) })
 			t.Run("ResyncWhenPruned", func(t *testing.T) { testResync(t, bk) })
-			t.Run("GraceThenLive", func(t *testing.T) { testGrace(t, bk) })
+			t.Run("LiveAtOnce", func(t *testing.T) { testLiveAtOnce(t, bk) })
+			t.Run("ConnectResume", func(t *testing.T) { testConnectResume(t, bk) })
+			t.Run("LostPublication", func(t *testing.T) { testLostPublication(t, bk) })
 			t.Run("FirstFrameOpensSeam", func(t *testing.T) { testFirstFrame(t, bk) })
 			t.Run("LateAndRepeatedResume", func(t *testing.T) { testLateResume(t, bk) })
 			t.Run("GapCatchUp", func(t *testing.T) { testGap(t, bk) })
@@ -513,6 +534,9 @@ func testHelloThenLive(t *testing.T, bk backend) {
 	}
 }
 
+// testResumeSeam: a resume frame sent after hello while events are published gets every
+// event after since exactly once; the ones the socket sent live before the resume
+// arrived come first, the missing ones then (exact order needs ?since, testConnectResume).
 func testResumeSeam(t *testing.T, bk backend) {
 	e := bk.setup(t, Config{ReplayBatch: 7})
 	for range 20 {
@@ -537,17 +561,30 @@ func testResumeSeam(t *testing.T, bk backend) {
 		since := start - 15
 		c.send(fmt.Sprintf(`{"type":"resume","since":%d}`, since))
 		last := start + total - 20
-		seqs, others := c.seqsUntil(last, 20*time.Second)
-		wg.Wait()
-		checkSeqs(t, seqs, span(since+1, last))
-		if len(others) != 1 || others[0].Type != "resumed" {
-			t.Fatalf("round %d: other frames %+v, want one resumed", round, others)
+		var seqs []int64
+		var resumed *frame
+		seen := map[int64]bool{}
+		for resumed == nil || len(seen) < int(last-since) {
+			f := c.next()
+			switch {
+			case f.sequenced():
+				if seen[f.Seq] {
+					t.Fatalf("round %d: seq %d twice", round, f.Seq)
+				}
+				seen[f.Seq] = true
+				seqs = append(seqs, f.Seq)
+			case f.Type == "resumed" && resumed == nil:
+				resumed = &f
+			default:
+				t.Fatalf("round %d: unexpected %+v", round, f)
+			}
 		}
-		r := others[0]
-		if r.Since != since || r.Seq < hello.Seq || r.Replayed != int(r.Seq-since) {
+		wg.Wait()
+		slices.Sort(seqs)
+		checkSeqs(t, seqs, span(since+1, last))
+		if r := resumed; r.Since != since || r.Seq < hello.Seq {
 			t.Fatalf("round %d: resumed = %+v after hello seq %d, since %d", round, r, hello.Seq, since)
 		}
-		// Nothing more may follow: no duplicate after the seam.
 		if f, err := c.read(200 * time.Millisecond); err == nil {
 			t.Fatalf("round %d: unexpected frame %+v", round, f)
 		}
@@ -597,29 +634,28 @@ func testResync(t *testing.T, bk backend) {
 	})
 }
 
-func testGrace(t *testing.T, bk backend) {
-	e := bk.setup(t, Config{ResumeGrace: 300 * time.Millisecond})
+// testLiveAtOnce: a socket that connects without since gets live events at once, from
+// hello's seq, with no wait for a resume.
+func testLiveAtOnce(t *testing.T, bk backend) {
+	e := bk.setup(t, Config{})
 	e.hist.add("u1", 0)
 	c := dial(t, e.b.url+"u1")
 	if h := c.expect("hello"); h.Seq != 1 {
 		t.Fatalf("hello = %+v", h)
 	}
-	emit(t, e.a.hub, e.hist, "u1", 0) // before the grace passed: held back, then caught up
-	if f, err := c.read(150 * time.Millisecond); err == nil {
-		t.Fatalf("frame %+v before the grace passed", f)
+	start := time.Now()
+	emit(t, e.a.hub, e.hist, "u1", 0)
+	f, err := c.read(5 * time.Second)
+	if err != nil || f.Seq != 2 {
+		t.Fatalf("got %+v, %v; want seq 2", f, err)
 	}
-	c = dial(t, e.b.url+"u1") // the read timeout spoilt that socket
-	c.expect("hello")
-	emit(t, e.a.hub, e.hist, "u1", 0)
-	seqs, _ := c.seqsUntil(3, 5*time.Second)
-	checkSeqs(t, seqs, []int64{3})
-	emit(t, e.a.hub, e.hist, "u1", 0)
-	seqs, _ = c.seqsUntil(4, 5*time.Second)
-	checkSeqs(t, seqs, []int64{4})
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the live event took %v (a wait for resume?)", took)
+	}
 }
 
 func testFirstFrame(t *testing.T, bk backend) {
-	e := bk.setup(t, Config{ResumeGrace: time.Minute})
+	e := bk.setup(t, Config{})
 	c := dial(t, e.b.url+"u1")
 	c.expect("hello")
 	emit(t, e.a.hub, e.hist, "u1", 0)
@@ -631,33 +667,128 @@ func testFirstFrame(t *testing.T, bk backend) {
 	}
 }
 
+// testLateResume: a resume typed by hand long after connect replays what the socket has
+// not sent; resync is only for pruned events or a since beyond the log.
 func testLateResume(t *testing.T, bk backend) {
-	e := bk.setup(t, Config{ResumeGrace: 200 * time.Millisecond})
+	e := bk.setup(t, Config{})
 	for range 5 {
 		e.hist.add("u1", 0)
 	}
 	c := dial(t, e.b.url+"u1")
 	c.expect("hello")
-	time.Sleep(400 * time.Millisecond)
-	emit(t, e.a.hub, e.hist, "u1", 0)
-	seqs, _ := c.seqsUntil(6, 5*time.Second)
-	checkSeqs(t, seqs, []int64{6})
+	time.Sleep(300 * time.Millisecond) // a person typing
+	c.send(`{"type":"resume","since":2}`)
+	seqs, others := c.seqsUntil(5, 5*time.Second)
+	checkSeqs(t, seqs, span(3, 5))
+	if f := c.expect("resumed"); len(others) != 0 || f.Since != 2 || f.Seq != 5 || f.Replayed != 3 {
+		t.Fatalf("resumed = %+v, others %+v", f, others)
+	}
 
-	c.send(`{"type":"resume","since":5}`) // nothing missed
-	if f := c.expect("resumed"); f.Since != 5 || f.Seq != 6 || f.Replayed != 0 {
+	emit(t, e.a.hub, e.hist, "u1", 0)
+	emit(t, e.a.hub, e.hist, "u1", 0)
+	seqs, _ = c.seqsUntil(7, 5*time.Second)
+	checkSeqs(t, seqs, []int64{6, 7})
+	c.send(`{"type":"resume","since":6}`) // nothing missed
+	if f := c.expect("resumed"); f.Since != 6 || f.Seq != 7 || f.Replayed != 0 {
 		t.Fatalf("resumed = %+v", f)
 	}
-	c.send(`{"type":"resume","since":2}`) // 3..5 never sent on this socket
-	if f := c.expect("resync"); f.Seq != 6 {
-		t.Fatalf("resync = %+v", f)
+	c.send(`{"type":"resume","since":0}`) // 1..2 were never sent on this socket; 3..7 were
+	seqs, _ = c.seqsUntil(2, 5*time.Second)
+	checkSeqs(t, seqs, []int64{1, 2})
+	if f := c.expect("resumed"); f.Since != 0 || f.Seq != 7 || f.Replayed != 2 {
+		t.Fatalf("resumed = %+v", f)
 	}
-	c.send(`{"type":"resume","since":100}`) // nonsense
-	c.expectClose(CloseBadRequest, 5*time.Second)
+	c.send(`{"type":"resume","since":100}`) // beyond the log: it was reset
+	if f := c.expect("resync"); f.Seq != 7 {
+		t.Fatalf("resync = %+v, want seq 7", f)
+	}
+	seq := emit(t, e.a.hub, e.hist, "u1", 0)
+	seqs, _ = c.seqsUntil(seq, 5*time.Second)
+	checkSeqs(t, seqs, []int64{seq})
 
-	c = dial(t, e.b.url+"u1")
-	c.expect("hello")
 	c.send(`{"type":"resume","since":"x"}`)
 	c.expectClose(CloseBadRequest, 5*time.Second)
+}
+
+// testConnectResume: /ws?since=S replays S+1.. and goes live, exactly, while events are
+// published; a since beyond the log is answered with resync.
+func testConnectResume(t *testing.T, bk backend) {
+	e := bk.setup(t, Config{ReplayBatch: 7})
+	for range 20 {
+		e.hist.add("u1", 0)
+	}
+	const total = 300
+	start := e.hist.lastSeq("u1")
+	since := start - 15
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range total {
+			emit(t, e.a.hub, e.hist, "u1", 0)
+			if i%16 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	c := dial(t, fmt.Sprintf("%su1?since=%d", e.b.url, since))
+	hello := c.expect("hello")
+	last := start + total
+	seqs, others := c.seqsUntil(last, 20*time.Second)
+	wg.Wait()
+	checkSeqs(t, seqs, span(since+1, last))
+	if len(others) != 1 || others[0].Type != "resumed" {
+		t.Fatalf("other frames %+v, want one resumed", others)
+	}
+	if r := others[0]; r.Since != since || r.Seq < hello.Seq || r.Replayed != int(r.Seq-since) {
+		t.Fatalf("resumed = %+v after hello seq %d, since %d", r, hello.Seq, since)
+	}
+	if f, err := c.read(200 * time.Millisecond); err == nil {
+		t.Fatalf("unexpected frame %+v", f)
+	}
+
+	ahead := dial(t, fmt.Sprintf("%su1?since=%d", e.b.url, last+10))
+	ahead.expect("hello")
+	if f := ahead.expect("resync"); f.Seq != last {
+		t.Fatalf("resync = %+v, want seq %d", f, last)
+	}
+}
+
+// testLostPublication: an event committed but never published (its writer died right
+// after the commit) reaches the sockets within two log checks, with no later event.
+func testLostPublication(t *testing.T, bk backend) {
+	m := newCountMetrics()
+	e := bk.setup(t, Config{LogCheck: 200 * time.Millisecond, Metrics: m})
+	ca, cb := dial(t, e.a.url+"u1"), dial(t, e.b.url+"u1")
+	ca.greet(0)
+	cb.greet(0)
+	emit(t, e.a.hub, e.hist, "u1", 0)
+	for _, c := range []*wsClient{ca, cb} {
+		seqs, _ := c.seqsUntil(1, 5*time.Second)
+		checkSeqs(t, seqs, []int64{1})
+	}
+	time.Sleep(500 * time.Millisecond) // checks that find nothing
+	if got := m.get("CatchUp:" + CatchUpLog); got != 0 {
+		t.Fatalf("%d log catch-ups with nothing lost", got)
+	}
+	e.hist.add("u1", 0) // committed; the writer dies before publishing
+	start := time.Now()
+	for _, c := range []*wsClient{ca, cb} {
+		seqs, _ := c.seqsUntil(2, 5*time.Second)
+		checkSeqs(t, seqs, []int64{2})
+	}
+	t.Logf("the lost event arrived after %v (LogCheck 200ms)", time.Since(start))
+	if got := m.get("CatchUp:" + CatchUpLog); got < 1 {
+		t.Errorf("CatchUp(log) = %d, want at least 1", got)
+	}
+	emit(t, e.a.hub, e.hist, "u1", 0) // and live delivery goes on, without a gap wait
+	for _, c := range []*wsClient{ca, cb} {
+		seqs, _ := c.seqsUntil(3, 5*time.Second)
+		checkSeqs(t, seqs, []int64{3})
+	}
+	if got := m.get("GapExpired"); got != 0 {
+		t.Errorf("GapExpired = %d after the log check delivered the lost event", got)
+	}
 }
 
 func testGap(t *testing.T, bk backend) {
@@ -1068,11 +1199,11 @@ func TestNoGoroutineLeak(t *testing.T) {
 	for _, bk := range backends {
 		t.Run(bk.name, func(t *testing.T) {
 			scenario := func(t *testing.T) {
-				e := bk.setup(t, Config{ResumeGrace: 100 * time.Millisecond})
+				e := bk.setup(t, Config{})
 				c1 := dial(t, e.b.url+"u1")
 				c2 := dial(t, e.a.url+"u1")
 				c1.greet(0)
-				c2.expect("hello") // its seam opens with the grace
+				c2.expect("hello") // live at once
 				for range 20 {
 					emit(t, e.a.hub, e.hist, "u1", 0)
 				}

@@ -20,7 +20,7 @@ type Metrics interface {
 	// peer closed them or the connection failed are not counted.
 	SocketClosed(code int)
 	// CatchUp is called when a socket is made to read the event log: reason is one of
-	// CatchUpResume, CatchUpConnect, CatchUpGap, CatchUpResubscribed.
+	// CatchUpResume, CatchUpConnect, CatchUpGap, CatchUpResubscribed, CatchUpLog.
 	CatchUp(reason string)
 	// EventsReplayed counts events a socket sent from the event log rather than live.
 	EventsReplayed(n int)
@@ -50,13 +50,15 @@ type Metrics interface {
 const (
 	// CatchUpResume: the client sent resume.
 	CatchUpResume = "resume"
-	// CatchUpConnect: a new socket went live without a resume (grace passed, or another
-	// frame came first) and reads what was committed since hello.
+	// CatchUpConnect: a new socket reads what was committed since hello.
 	CatchUpConnect = "connect"
 	// CatchUpGap: a live event arrived with a seq gap (the broker lost a message).
 	CatchUpGap = "gap"
 	// CatchUpResubscribed: the broker reconnected.
 	CatchUpResubscribed = "resubscribed"
+	// CatchUpLog: the hub's log check (Config.LogCheck) found an event committed but
+	// never delivered (its writer died before publishing, or the publish failed).
+	CatchUpLog = "log"
 )
 
 // NopMetrics implements Metrics by doing nothing; it is what a Hub uses when

@@ -110,7 +110,8 @@ func TestHubMetrics(t *testing.T) {
 				key string
 				min int
 			}{
-				{"CatchUp:" + CatchUpResume, 3}, // u1, u2, u3
+				{"CatchUp:" + CatchUpResume, 2},  // u1, u3 (u2's needs no read)
+				{"CatchUp:" + CatchUpConnect, 3}, // every socket, from hello
 				{"CatchUp:" + CatchUpGap, 1},
 				{"EventsReplayed", 2 + 1}, // the resume, then the gap's event
 				{"Resync", 1},

@@ -184,6 +184,9 @@ type DB interface {
 	EventsSince(ctx context.Context, userID string, since int64, limit int) ([]Event, error)
 	// LastSeq returns the user's latest seq, 0 if there is none.
 	LastSeq(ctx context.Context, userID string) (int64, error)
+	// LastSeqs returns the latest seq of each of userIDs that has events, in
+	// one query (the realtime hub's check for undelivered events).
+	LastSeqs(ctx context.Context, userIDs []string) (map[string]int64, error)
 	// PruneEvents deletes events beyond the newest keep of each user and
 	// events older than before, but always keeps each user's newest event.
 	PruneEvents(ctx context.Context, keep int, before time.Time) (int64, error)

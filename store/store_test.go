@@ -131,6 +131,9 @@ func testTodoLifecycle(t *testing.T, db store.DB) {
 	if last, err := db.LastSeq(ctx, u.ID); err != nil || last != 4 {
 		t.Errorf("LastSeq: got %d, %v; want 4", last, err)
 	}
+	if last, err := db.LastSeqs(ctx, []string{u.ID, "no-such-user"}); err != nil || len(last) != 1 || last[u.ID] != 4 {
+		t.Errorf("LastSeqs: got %v, %v; want only %s: 4", last, err, u.ID)
+	}
 	if evs, _ := db.EventsSince(ctx, u.ID, 2, 1); len(evs) != 1 || evs[0].Seq != 3 {
 		t.Errorf("EventsSince(2, limit 1): got %+v", evs)
 	}

@@ -2,7 +2,7 @@
 // Plain modern JavaScript, no build step; the server embeds this file as is.
 //
 // The list is the REST API's, kept current by the socket's todo events,
-// applied in seq order. A socket says where it stopped (resume) when it
+// applied in seq order. A socket says where it stopped (?since=) when it
 // reconnects, so nothing is missed; a resync means the events were pruned:
 // the list is fetched again.
 
@@ -496,7 +496,10 @@ function connect() {
   if (!state.session || state.ws) return;
   setConn(state.attempt === 0 && state.seq == null ? 'connecting' : 'reconnecting');
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const ws = new WebSocket(`${proto}//${location.host}/ws?token=${encodeURIComponent(state.session.token)}`);
+  // With since, the server replays what this tab missed before going live
+  // (then resumed, or resync if it was pruned); without, it is live at once.
+  const since = state.seq == null ? '' : `&since=${state.seq}`;
+  const ws = new WebSocket(`${proto}//${location.host}/ws?token=${encodeURIComponent(state.session.token)}${since}`);
   let hello = false;
   state.ws = ws;
   ws.addEventListener('message', (e) => {
@@ -521,15 +524,13 @@ function onFrame(f) {
   switch (f.type) {
     case 'hello':
       state.failedOpens = 0;
-      if (state.seq == null || f.seq < state.seq) {
-        // First connect (or the server's log is behind ours): go live from
-        // here and read the list as of now.
+      el.conn.title = f.replica ? `Connected to replica ${f.replica}` : '';
+      if (state.seq == null) {
+        // First connect: live from here; read the list as of now.
         state.seq = f.seq;
-        sendFrame({ type: 'resume', since: f.seq });
+        goneLive();
         guard(loadTodos)();
-      } else {
-        sendFrame({ type: 'resume', since: state.seq });
-      }
+      } // else the resume of ?since is answered by resumed or resync
       return;
     case 'resumed':
       goneLive();

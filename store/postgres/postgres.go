@@ -303,6 +303,22 @@ func (db *DB) LastSeq(ctx context.Context, userID string) (int64, error) {
 	return seq, wrap("last seq", err)
 }
 
+// LastSeqs returns the latest seq of each of userIDs that has events.
+func (db *DB) LastSeqs(ctx context.Context, userIDs []string) (map[string]int64, error) {
+	rows, err := db.pool.Query(ctx, `SELECT user_id, seq FROM user_seqs WHERE user_id = ANY($1)`, userIDs)
+	if err != nil {
+		return nil, wrap("last seqs", err)
+	}
+	out := make(map[string]int64, len(userIDs))
+	var user string
+	var seq int64
+	_, err = pgx.ForEachRow(rows, []any{&user, &seq}, func() error {
+		out[user] = seq
+		return nil
+	})
+	return out, wrap("last seqs", err)
+}
+
 // PruneEvents deletes old events, always keeping each user's newest.
 func (db *DB) PruneEvents(ctx context.Context, keep int, before time.Time) (int64, error) {
 	tag, err := db.pool.Exec(ctx, store.PruneEventsSQL("$1", "$2"), keep, before)

@@ -223,6 +223,29 @@ func (db *DB) LastSeq(ctx context.Context, userID string) (int64, error) {
 	return seq, wrap("last seq", err)
 }
 
+// LastSeqs returns the latest seq of each of userIDs that has events.
+func (db *DB) LastSeqs(ctx context.Context, userIDs []string) (map[string]int64, error) {
+	ids, err := json.Marshal(userIDs)
+	if err != nil {
+		return nil, fmt.Errorf("last seqs: %w", err)
+	}
+	rows, err := db.db.QueryContext(ctx, `SELECT user_id, seq FROM user_seqs WHERE user_id IN (SELECT value FROM json_each(?))`, string(ids))
+	if err != nil {
+		return nil, wrap("last seqs", err)
+	}
+	defer rows.Close()
+	out := make(map[string]int64, len(userIDs))
+	for rows.Next() {
+		var user string
+		var seq int64
+		if err := rows.Scan(&user, &seq); err != nil {
+			return nil, wrap("last seqs", err)
+		}
+		out[user] = seq
+	}
+	return out, wrap("last seqs", rows.Err())
+}
+
 // PruneEvents deletes old events, always keeping each user's newest.
 func (db *DB) PruneEvents(ctx context.Context, keep int, before time.Time) (int64, error) {
 	res, err := db.db.ExecContext(ctx, store.PruneEventsSQL("?", "?"), keep, before.UTC())
