@@ -287,12 +287,6 @@ func (s *Server) runChat(run *chatRun) {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(run.ctx), s.cfg.RequestTimeout)
 	defer cancel()
-	if err := s.verifier.CheckUser(sctx, user); store.ErrorCode(err) == store.CodeUnauthorized {
-		// The user was deleted while the agent ran: nothing is stored for them.
-		s.emit(run, chatFrame{Type: "chat.error", ID: run.key.id, Code: store.CodeUnauthorized, Message: store.ErrorMessage(err)})
-		run.err = err
-		return
-	}
 	// The model's text and tool arguments may hold NUL or (arguments) lone
 	// UTF-16 surrogate escapes, which PostgreSQL cannot store (text, jsonb):
 	// they become U+FFFD, on both stores.
@@ -300,6 +294,13 @@ func (s *Server) runChat(run *chatRun) {
 		ID: run.msgID, UserID: user, Message: msg, Response: strings.ReplaceAll(reply.Text, "\x00", "\uFFFD"),
 		ToolCalls: storableJSON(callsJSON), Status: status, CreatedAt: run.created,
 	})
+	if errors.Is(serr, store.ErrUserNotFound) {
+		// The user was deleted while the agent ran: the store kept nothing for them.
+		s.verifier.ForgetUser(user)
+		run.err = store.Errorf(store.CodeUnauthorized, "token user does not exist")
+		s.emit(run, chatFrame{Type: "chat.error", ID: run.key.id, Code: store.CodeUnauthorized, Message: store.ErrorMessage(run.err)})
+		return
+	}
 	if serr != nil {
 		s.log.Error("store chat message", slog.String("user_id", user), slog.String("chat_id", run.key.id), slog.Any("error", serr))
 		if run.err == nil {

@@ -79,7 +79,9 @@ var (
 func shellBlocks(readme string) [][]string {
 	var out [][]string
 	for _, m := range reFence.FindAllStringSubmatch(readme, -1) {
-		out = append(out, strings.Split(strings.TrimRight(m[1], "\n"), "\n"))
+		// A line ending in a backslash goes on on the next, as in a shell.
+		body := strings.ReplaceAll(strings.TrimRight(m[1], "\n"), "\\\n", " ")
+		out = append(out, strings.Split(body, "\n"))
 	}
 	return out
 }
@@ -239,7 +241,7 @@ func (r *readmeRun) expand(s string) string {
 	return out[0]
 }
 
-// curl runs a README curl line: -H, -d, -X (-s, -N, -o, -w are the
+// curl runs a README curl line: -H, -d, -X (-s, -i, -N, -o, -w are the
 // terminal's business), against the test server for localhost:8000. SSE
 // answers come back as frames.
 func (r *readmeRun) curl(line string) (status int, body []byte, sse []chatFrameT) {
@@ -267,7 +269,7 @@ func (r *readmeRun) curl(line string) (status int, body []byte, sse []chatFrameT
 			case "-X":
 				method = v
 			}
-		case "-s", "-N":
+		case "-s", "-i", "-si", "-N":
 		default:
 			if !strings.HasPrefix(a, "localhost:8000") {
 				t.Fatalf("%s: unexpected argument %q", line, a)

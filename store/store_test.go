@@ -348,8 +348,8 @@ func testChat(t *testing.T, db store.DB) {
 	}
 }
 
-// testMissingUser: a create for a user that does not exist (deleted after its token was
-// checked) is ErrUserNotFound, writes nothing and allocates no seq.
+// testMissingUser: a create or a chat message for a user that does not exist (deleted
+// after its token was checked) is ErrUserNotFound, writes nothing and allocates no seq.
 func testMissingUser(t *testing.T, db store.DB) {
 	ctx := context.Background()
 	_, err := store.NewTodos(db, nil).Create(ctx, "no-such-user", store.TodoCreate{Title: "orphan"})
@@ -358,5 +358,12 @@ func testMissingUser(t *testing.T, db store.DB) {
 	}
 	if n, err := db.LastSeq(ctx, "no-such-user"); err != nil || n != 0 {
 		t.Fatalf("seq after the failed create: %d, %v", n, err)
+	}
+	_, err = db.CreateChatMessage(ctx, store.ChatMessage{UserID: "no-such-user", Message: "hi", Response: "hello", ToolCalls: []byte("[]"), Status: "completed"})
+	if !errors.Is(err, store.ErrUserNotFound) {
+		t.Fatalf("chat message for a missing user: %v, want ErrUserNotFound", err)
+	}
+	if ms, err := db.ListChatMessages(ctx, "no-such-user", time.Time{}, 10); err != nil || len(ms) != 0 {
+		t.Fatalf("history of the missing user: %d messages, %v", len(ms), err)
 	}
 }

@@ -328,10 +328,15 @@ func (db *DB) PruneEvents(ctx context.Context, keep int, before time.Time) (int6
 // CreateChatMessage stores an exchange with the agent.
 func (db *DB) CreateChatMessage(ctx context.Context, m store.ChatMessage) (store.ChatMessage, error) {
 	m = store.NewChatMessage(m)
-	_, err := db.pool.Exec(ctx, `
+	// Only for an existing user (chat_messages has no foreign key: the Python
+	// backend's table had none): a user deleted while the agent ran gets nothing stored.
+	tag, err := db.pool.Exec(ctx, `
 		INSERT INTO chat_messages (id, user_id, message, response, tool_calls, status, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`,
+		SELECT $1, $2, $3, $4, $5, $6, $7, $7 WHERE EXISTS (SELECT FROM "user" WHERE id = $2)`,
 		m.ID, m.UserID, m.Message, m.Response, string(m.ToolCalls), m.Status, m.CreatedAt)
+	if err == nil && tag.RowsAffected() == 0 {
+		return m, fmt.Errorf("create chat message: %w", store.ErrUserNotFound)
+	}
 	return m, wrap("create chat message", err)
 }
 

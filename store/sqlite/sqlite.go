@@ -259,10 +259,16 @@ func (db *DB) PruneEvents(ctx context.Context, keep int, before time.Time) (int6
 // CreateChatMessage stores an exchange with the agent.
 func (db *DB) CreateChatMessage(ctx context.Context, m store.ChatMessage) (store.ChatMessage, error) {
 	m = store.NewChatMessage(m)
-	_, err := db.db.ExecContext(ctx, `
+	// Only for an existing user, as on PostgreSQL.
+	res, err := db.db.ExecContext(ctx, `
 		INSERT INTO chat_messages (id, user_id, message, response, tool_calls, status, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE EXISTS (SELECT 1 FROM "user" WHERE id = ?2)`,
 		m.ID, m.UserID, m.Message, m.Response, string(m.ToolCalls), m.Status, m.CreatedAt, m.UpdatedAt)
+	if err == nil {
+		if n, _ := res.RowsAffected(); n == 0 {
+			return m, fmt.Errorf("create chat message: %w", store.ErrUserNotFound)
+		}
+	}
 	return m, wrap("create chat message", err)
 }
 
