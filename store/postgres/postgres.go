@@ -332,7 +332,7 @@ func (db *DB) CreateChatMessage(ctx context.Context, m store.ChatMessage) (store
 	// backend's table had none): a user deleted while the agent ran gets nothing stored.
 	tag, err := db.pool.Exec(ctx, `
 		INSERT INTO chat_messages (id, user_id, message, response, tool_calls, status, created_at, updated_at)
-		SELECT $1, $2, $3, $4, $5, $6, $7, $7 WHERE EXISTS (SELECT FROM "user" WHERE id = $2)`,
+		SELECT $1, $2::text, $3, $4, $5, $6, $7, $7 WHERE EXISTS (SELECT FROM "user" WHERE id = $2::text)`,
 		m.ID, m.UserID, m.Message, m.Response, string(m.ToolCalls), m.Status, m.CreatedAt)
 	if err == nil && tag.RowsAffected() == 0 {
 		return m, fmt.Errorf("create chat message: %w", store.ErrUserNotFound)
