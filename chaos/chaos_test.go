@@ -50,7 +50,7 @@ func TestChaos(t *testing.T) {
 	bin := buildEvo(t, dir)
 	pg := startPG(t)
 	rd := startRedis(t, dir)
-	env := replicaEnv(dir, pg.URL(), rd.URL(), "DEV_AUTH=true")
+	env := replicaEnv(dir, pg.URL(), rd.URL())
 	reps := startReplicas(t, bin, dir, env)
 	setup := time.Since(begin)
 	users := newUsers(t, bin, env, nUsers, "chaos")

@@ -35,10 +35,11 @@ func runDir(t *testing.T, pattern string) string {
 }
 
 // replicaEnv is the environment of the replicas and of `evo token`: the
-// given PostgreSQL and Redis, limits out of the workload's way, and extra.
+// given PostgreSQL and Redis, the dev issuer (DEV_AUTH: it signs the users'
+// tokens), limits out of the workload's way, and extra.
 func replicaEnv(dir, databaseURL, redisURL string, extra ...string) []string {
 	return append([]string{
-		"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "ENVIRONMENT=development", "HOST=127.0.0.1",
+		"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "ENVIRONMENT=development", "DEV_AUTH=true", "HOST=127.0.0.1",
 		"DATABASE_URL=" + databaseURL, "REDIS_URL=" + redisURL, "DATA_DIR=" + filepath.Join(dir, "data"),
 		"PUBLIC_URL=http://evo-chaos.test", "CORS_ORIGINS=http://evo-chaos.test", "DB_MAX_CONNS=10",
 		"RATE_LIMIT_WRITES=1000000", "CHAT_RATE_LIMIT=1000000", "WS_MAX_CONNS_PER_USER=1000", "SHUTDOWN_TIMEOUT=5s",
