@@ -59,8 +59,7 @@ func TestChaos(t *testing.T) {
 	clientCtx, stopClients := context.WithCancel(context.Background())
 	defer stopClients()
 	var clientsWG sync.WaitGroup
-	clients := startSockets(t, clientCtx, &clientsWG, users, nUsers*perUser,
-		func(int) []string { return []string{reps[0].WSURL(), reps[1].WSURL()} }, 60*time.Second)
+	clients := startSockets(t, clientCtx, &clientsWG, users, nUsers*perUser, reps, 60*time.Second)
 	drops := startDropper(clientCtx, clients, 250*time.Millisecond, 2)
 
 	// The workload: one goroutine per user.

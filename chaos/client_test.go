@@ -65,13 +65,17 @@ type frame struct {
 var dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second}
 
 // startSockets starts n sockets until ctx ends (wg counts them), socket i of
-// users[i%len(users)] on urls(i), and waits up to within for every one to
-// connect.
-func startSockets(t *testing.T, ctx context.Context, wg *sync.WaitGroup, users []*chaosUser, n int, urls func(i int) []string, within time.Duration) []*sockClient {
+// users[i%len(users)] first on replica i%len(reps), and waits up to within
+// for every one to connect.
+func startSockets(t *testing.T, ctx context.Context, wg *sync.WaitGroup, users []*chaosUser, n int, reps []*replica, within time.Duration) []*sockClient {
 	t.Helper()
+	var urls []string
+	for _, r := range reps {
+		urls = append(urls, r.WSURL())
+	}
 	var clients []*sockClient
 	for i := range n {
-		c := &sockClient{id: i, user: users[i%len(users)], urls: urls(i)}
+		c := &sockClient{id: i, user: users[i%len(users)], urls: urls}
 		clients = append(clients, c)
 		wg.Add(1)
 		go c.run(ctx, wg)

@@ -39,13 +39,7 @@ func TestRedisCluster(t *testing.T) {
 	clientCtx, stopClients := context.WithCancel(context.Background())
 	defer stopClients()
 	var clientsWG sync.WaitGroup
-	clients := startSockets(t, clientCtx, &clientsWG, users, nUsers*perUser, func(i int) []string {
-		urls := []string{reps[0].WSURL(), reps[1].WSURL()}
-		if i%2 == 1 {
-			urls[0], urls[1] = urls[1], urls[0]
-		}
-		return urls
-	}, 30*time.Second)
+	clients := startSockets(t, clientCtx, &clientsWG, users, nUsers*perUser, reps, 30*time.Second)
 	drops := startDropper(clientCtx, clients, 300*time.Millisecond, 1)
 	w := newWorkload(users, reps)
 	stopWork := w.start(t, pause)
