@@ -121,16 +121,8 @@ func FuzzBuiltinChat(f *testing.F) {
 	ctx := context.Background()
 	titles := []string{"buy milk", "call mom ✓", "walk the dog"}
 	f.Fuzz(func(t *testing.T, title, message string) {
-		a, err := db.EnsureUser(ctx, "a"+itoa(fuzzChatUsers.Add(1))+"@fuzz.example", "A")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := db.EnsureUser(ctx, "b"+itoa(fuzzChatUsers.Add(1))+"@fuzz.example", "B")
-		if err != nil {
-			t.Fatal(err)
-		}
 		seed := append(slices.Clone(titles), title)
-		for _, u := range []string{a.ID, b.ID} {
+		p := fuzzPair(t, db, todos, func(u string) {
 			for _, s := range seed {
 				td, err := todos.Create(ctx, u, store.TodoCreate{Title: strings.TrimSuffix(s, " ✓")})
 				if err != nil {
@@ -142,28 +134,15 @@ func FuzzBuiltinChat(f *testing.F) {
 					}
 				}
 			}
-		}
-		list := func(u string) []store.Todo {
-			l, _, err := todos.List(ctx, u, store.TodoFilter{Limit: 100})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return l
-		}
-		beforeA, beforeB := list(a.ID), list(b.ID)
+		})
 
 		model := &stepModel{}
 		sink := &recordSink{}
-		reply, err := NewRunner(model, Tools(todos), Config{}, nil).Run(ctx, Request{UserID: b.ID, Message: message}, sink)
+		reply, err := NewRunner(model, Tools(todos), Config{}, nil).Run(ctx, Request{UserID: p.b, Message: message}, sink)
 		if err != nil {
 			t.Fatalf("%q: %v", message, err)
 		}
-		if afterA := list(a.ID); !slices.EqualFunc(afterA, beforeA, sameTodo) {
-			t.Fatalf("%q by B changed A's list: %+v -> %+v", message, beforeA, afterA)
-		}
-		if d := changed(beforeB, list(b.ID)); d > 1 {
-			t.Fatalf("%q changed %d of B's tasks", message, d)
-		}
+		p.check(t, message)
 		for _, c := range reply.ToolCalls {
 			if !json.Valid(c.Arguments) {
 				t.Fatalf("tool call %s with arguments %q", c.Name, c.Arguments)
@@ -176,6 +155,55 @@ func FuzzBuiltinChat(f *testing.F) {
 			t.Fatalf("%q: the agent wrote %q, the user got %q", message, want, reply.Text)
 		}
 	})
+}
+
+// pair is a fuzz run's two users: B sends the message, A holds tasks of
+// the same titles that it must not touch.
+type pair struct {
+	todos            *store.Todos
+	a, b             string
+	beforeA, beforeB []store.Todo
+}
+
+// fuzzPair makes two new users, A and B, seeds each with seed and lists
+// their tasks.
+func fuzzPair(t *testing.T, db store.DB, todos *store.Todos, seed func(user string)) *pair {
+	t.Helper()
+	ctx := context.Background()
+	a, err := db.EnsureUser(ctx, "a"+itoa(fuzzChatUsers.Add(1))+"@fuzz.example", "A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := db.EnsureUser(ctx, "b"+itoa(fuzzChatUsers.Add(1))+"@fuzz.example", "B")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pair{todos: todos, a: a.ID, b: b.ID}
+	seed(p.a)
+	seed(p.b)
+	p.beforeA, p.beforeB = p.list(t, p.a), p.list(t, p.b)
+	return p
+}
+
+func (p *pair) list(t *testing.T, user string) []store.Todo {
+	t.Helper()
+	l, _, err := p.todos.List(context.Background(), user, store.TodoFilter{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// check: message, sent by B, left A's list as it was and changed at most
+// one of B's tasks.
+func (p *pair) check(t *testing.T, message string) {
+	t.Helper()
+	if afterA := p.list(t, p.a); !slices.EqualFunc(afterA, p.beforeA, sameTodo) {
+		t.Fatalf("%q by B changed A's list: %+v -> %+v", message, p.beforeA, afterA)
+	}
+	if d := changed(p.beforeB, p.list(t, p.b)); d > 1 {
+		t.Fatalf("%q changed %d of B's tasks", message, d)
+	}
 }
 
 func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
@@ -218,43 +246,22 @@ func FuzzBuiltinChoice(f *testing.F) {
 	todos := store.NewTodos(db, nil)
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, asked, answer, message string) {
-		a, err := db.EnsureUser(ctx, "a"+itoa(fuzzChatUsers.Add(1))+"@fuzz.example", "A")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := db.EnsureUser(ctx, "b"+itoa(fuzzChatUsers.Add(1))+"@fuzz.example", "B")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, u := range []string{a.ID, b.ID} {
+		p := fuzzPair(t, db, todos, func(u string) {
 			for _, title := range []string{"buy milk", "buy milk", "walk the dog"} {
 				if _, err := todos.Create(ctx, u, store.TodoCreate{Title: title}); err != nil {
 					t.Fatal(err)
 				}
 			}
-		}
-		list := func(u string) []store.Todo {
-			l, _, err := todos.List(ctx, u, store.TodoFilter{Limit: 100})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return l
-		}
-		beforeA, beforeB := list(a.ID), list(b.ID)
-		for i, td := range beforeA {
+		})
+		for i, td := range p.beforeA {
 			answer += "\n" + itoa(int64(i+1)) + ". " + td.Title + " (id " + td.ID[:idLen] + ")"
 		}
 		history := []Exchange{{Message: asked, Response: answer}}
-		reply, err := NewRunner(Builtin{}, Tools(todos), Config{}, nil).Run(ctx, Request{UserID: b.ID, Message: message, History: history}, &recordSink{})
+		reply, err := NewRunner(Builtin{}, Tools(todos), Config{}, nil).Run(ctx, Request{UserID: p.b, Message: message, History: history}, &recordSink{})
 		if err != nil {
 			t.Fatalf("%q after %q: %v", message, answer, err)
 		}
-		if afterA := list(a.ID); !slices.EqualFunc(afterA, beforeA, sameTodo) {
-			t.Fatalf("%q by B changed A's list: %+v -> %+v", message, beforeA, afterA)
-		}
-		if d := changed(beforeB, list(b.ID)); d > 1 {
-			t.Fatalf("%q changed %d of B's tasks", message, d)
-		}
+		p.check(t, message)
 		if strings.TrimFunc(reply.Text, unicode.IsSpace) == "" {
 			t.Fatalf("%q: empty answer", message)
 		}

@@ -577,24 +577,6 @@ func TestChatProviderErrorHidesKey(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer for a logger shared by goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestChatDeletedUser: once the user row is gone (deleted behind the
 // server's back, as Better Auth would), a chat or auth frame on the user's
 // open sockets closes them (3502) and runs nothing; a chat that was running

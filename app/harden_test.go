@@ -152,7 +152,7 @@ func TestDevIssuerNeedsOptInWithPostgresOrRedis(t *testing.T) {
 	} {
 		tt.env["DATA_DIR"] = t.TempDir()
 		tt.env["PORT"] = "0"
-		var log lockedBuffer
+		var log syncBuffer
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- Run(ctx, []string{"serve"}, getenv(tt.env), io.Discard, &log) }()

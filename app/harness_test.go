@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -230,4 +231,23 @@ func decode[T any](t testing.TB, data []byte) T {
 		t.Fatalf("decode %T from %s: %v", v, data, err)
 	}
 	return v
+}
+
+// syncBuffer is a bytes.Buffer safe for writers and a reader at once (a
+// logger's or a process's output read while it runs).
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -74,7 +72,7 @@ func TestServeSurvivesRunningOutOfFileDescriptors(t *testing.T) {
 	cmd.Dir = t.TempDir() // no .env there
 	cmd.Env = append(os.Environ(), "EVO_TEST_SERVE_NOFILE=64", "ENVIRONMENT=test", "HOST=127.0.0.1",
 		"PORT="+strconv.Itoa(port), "DATA_DIR="+cmd.Dir, "REQUEST_TIMEOUT=2s", "DATABASE_URL=", "REDIS_URL=", "BETTER_AUTH_URL=")
-	var stderr lockedBuffer
+	var stderr syncBuffer
 	cmd.Stderr, cmd.Stdout = &stderr, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -190,22 +188,4 @@ func TestRetryableAccept(t *testing.T) {
 			t.Errorf("%v: retried", err)
 		}
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

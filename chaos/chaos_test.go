@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -21,7 +20,6 @@ import (
 	"time"
 
 	"github.com/evotodo/evo/store"
-	"github.com/evotodo/evo/store/postgres"
 )
 
 // TestChaos: the two-replica topology (the release binary, a private
@@ -48,85 +46,25 @@ func TestChaos(t *testing.T) {
 	pause := envDuration("CHAOS_PAUSE", 150*time.Millisecond)
 	begin := time.Now()
 
-	dir, err := os.MkdirTemp("", "evo-chaos-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() || os.Getenv("CHAOS_KEEP") != "" {
-			t.Logf("run directory (logs): %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
+	dir := runDir(t, "evo-chaos-")
 	bin := buildEvo(t, dir)
 	pg := startPG(t)
 	rd := startRedis(t, dir)
-	env := []string{
-		"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "ENVIRONMENT=development", "DEV_AUTH=true", "HOST=127.0.0.1",
-		"DATABASE_URL=" + pg.URL(), "REDIS_URL=" + rd.URL(), "DATA_DIR=" + filepath.Join(dir, "data"),
-		"PUBLIC_URL=http://evo-chaos.test", "CORS_ORIGINS=http://evo-chaos.test", "DB_MAX_CONNS=10",
-		"RATE_LIMIT_WRITES=1000000", "CHAT_RATE_LIMIT=1000000", "WS_MAX_CONNS_PER_USER=1000", "SHUTDOWN_TIMEOUT=5s",
-	}
-	var reps []*replica
-	for i := range 2 {
-		reps = append(reps, &replica{name: fmt.Sprintf("evo%d", i+1), bin: bin, port: freePort(t), env: env,
-			log: filepath.Join(dir, fmt.Sprintf("evo%d.log", i+1))})
-	}
-	t.Cleanup(func() {
-		for _, r := range reps {
-			r.stop()
-		}
-	})
-	// The first replica creates the dev signing key and runs the migrations.
-	reps[0].start(t)
-	reps[0].waitReady(t, "/health", 60*time.Second)
-	reps[1].start(t)
-	for _, r := range reps {
-		r.waitReady(t, "/ready", 60*time.Second)
-	}
+	env := replicaEnv(dir, pg.URL(), rd.URL())
+	reps := startReplicas(t, bin, dir, env)
 	setup := time.Since(begin)
-
-	users := make([]*chaosUser, nUsers)
-	for i := range users {
-		tok := token(t, bin, env, fmt.Sprintf("chaos%d-%d@example.com", i, time.Now().UnixNano()))
-		users[i] = &chaosUser{id: subject(t, tok), token: tok, todos: map[string]*todoModel{}}
-	}
+	users := newUsers(t, bin, env, nUsers, "chaos")
 
 	// The sockets, spread over both replicas, live from seq 0.
 	clientCtx, stopClients := context.WithCancel(context.Background())
 	defer stopClients()
 	var clientsWG sync.WaitGroup
-	var clients []*sockClient
-	for i := range nUsers * perUser {
-		c := &sockClient{id: i, user: users[i%nUsers], urls: []string{reps[0].WSURL(), reps[1].WSURL()}}
-		clients = append(clients, c)
-		clientsWG.Add(1)
-		go c.run(clientCtx, &clientsWG)
-	}
-	waitFor(t, "every socket connected", 60*time.Second, func() bool {
-		for _, c := range clients {
-			c.mu.Lock()
-			ok := c.connects > 0
-			c.mu.Unlock()
-			if !ok {
-				return false
-			}
-		}
-		return true
-	})
-	drops := &dropper{clients: clients}
-	go drops.run(clientCtx, 250*time.Millisecond, 2)
+	clients := startSockets(t, clientCtx, &clientsWG, users, nUsers*perUser, reps, 60*time.Second)
+	drops := startDropper(clientCtx, clients, 250*time.Millisecond, 2)
 
 	// The workload: one goroutine per user.
 	w := newWorkload(users, reps)
-	workCtx, stopWork := context.WithCancel(context.Background())
-	defer stopWork()
-	var workWG sync.WaitGroup
-	for _, u := range users {
-		workWG.Add(1)
-		go w.run(workCtx, []*chaosUser{u}, pause, &workWG)
-	}
+	stopWork := w.start(t, pause)
 	drops.enabled.Store(true)
 
 	var timings []string
@@ -206,42 +144,17 @@ func TestChaos(t *testing.T) {
 	// The end: stop changing, let every socket catch up with the log.
 	drops.enabled.Store(false)
 	stopWork()
-	workWG.Wait()
 	note("workload stopped")
-	db, err := postgres.Open(context.Background(), pg.URL(), 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	logs := map[string][]store.Event{}
-	for _, u := range users {
-		evs, err := db.EventsSince(context.Background(), u.id, 0, 10_000_000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		logs[u.id] = evs
-	}
+	logs := readLogs(t, pg.URL(), users)
 	drainStart := time.Now()
-	lagging := func() []string {
-		var out []string
-		for _, c := range clients {
-			if evs := logs[c.user.id]; len(evs) > 0 && c.lastSeq() < evs[len(evs)-1].Seq {
-				out = append(out, fmt.Sprintf("socket %d (user %s) at %d of %d", c.id, c.user.id, c.lastSeq(), evs[len(evs)-1].Seq))
-			}
-		}
-		return out
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for len(lagging()) > 0 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitLevel(clients, logs, 60*time.Second)
 	note("sockets level with the log %v after the workload stopped", time.Since(drainStart).Round(time.Millisecond))
 	stopClients()
 	clientsWG.Wait()
 
 	// Verification.
 	v := verify(t, w, users, clients, logs)
-	if lag := lagging(); len(lag) > 0 {
+	if lag := lagging(clients, logs); len(lag) > 0 {
 		t.Errorf("%d sockets never caught up, e.g. %s", len(lag), lag[0])
 	}
 

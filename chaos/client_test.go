@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -62,6 +63,36 @@ type frame struct {
 }
 
 var dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+
+// startSockets starts n sockets until ctx ends (wg counts them), socket i of
+// users[i%len(users)] first on replica i%len(reps), and waits up to within
+// for every one to connect.
+func startSockets(t *testing.T, ctx context.Context, wg *sync.WaitGroup, users []*chaosUser, n int, reps []*replica, within time.Duration) []*sockClient {
+	t.Helper()
+	var urls []string
+	for _, r := range reps {
+		urls = append(urls, r.WSURL())
+	}
+	var clients []*sockClient
+	for i := range n {
+		c := &sockClient{id: i, user: users[i%len(users)], urls: urls}
+		clients = append(clients, c)
+		wg.Add(1)
+		go c.run(ctx, wg)
+	}
+	waitFor(t, "every socket connected", within, func() bool {
+		for _, c := range clients {
+			c.mu.Lock()
+			ok := c.connects > 0
+			c.mu.Unlock()
+			if !ok {
+				return false
+			}
+		}
+		return true
+	})
+	return clients
+}
 
 func (c *sockClient) run(ctx context.Context, wg *sync.WaitGroup) {
 	defer wg.Done()
@@ -221,6 +252,14 @@ type dropper struct {
 	clients []*sockClient
 	enabled atomic.Bool
 	drops   atomic.Int64
+}
+
+// startDropper runs a dropper of clients until ctx ends: perTick sockets
+// every period once enabled.
+func startDropper(ctx context.Context, clients []*sockClient, period time.Duration, perTick int) *dropper {
+	d := &dropper{clients: clients}
+	go d.run(ctx, period, perTick)
+	return d
 }
 
 func (d *dropper) run(ctx context.Context, period time.Duration, perTick int) {

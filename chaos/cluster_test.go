@@ -13,9 +13,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/evotodo/evo/store"
-	"github.com/evotodo/evo/store/postgres"
 )
 
 // TestRedisCluster: two replicas of the release binary on a private PostgreSQL and a
@@ -30,85 +27,22 @@ func TestRedisCluster(t *testing.T) {
 	perUser := envInt("CLUSTER_SOCKETS", 8)
 	pause := 100 * time.Millisecond
 	begin := time.Now()
-	dir, err := os.MkdirTemp("", "evo-rcluster-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() || os.Getenv("CHAOS_KEEP") != "" {
-			t.Logf("run directory (logs): %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
+	dir := runDir(t, "evo-rcluster-")
 	bin := buildEvo(t, dir)
 	pg := startPG(t)
 	rc := startRedisCluster(t, dir)
-
-	env := []string{
-		"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "ENVIRONMENT=development", "HOST=127.0.0.1",
-		"DATABASE_URL=" + pg.URL(), "REDIS_URL=" + rc.URL(), "REDIS_PREFIX=evoc:", "DATA_DIR=" + filepath.Join(dir, "data"),
-		"PUBLIC_URL=http://evo-chaos.test", "CORS_ORIGINS=http://evo-chaos.test", "DB_MAX_CONNS=10",
-		"RATE_LIMIT_WRITES=1000000", "CHAT_RATE_LIMIT=1000000", "WS_MAX_CONNS_PER_USER=1000", "SHUTDOWN_TIMEOUT=5s",
-	}
-	var reps []*replica
-	for i := range 2 {
-		reps = append(reps, &replica{name: fmt.Sprintf("evo%d", i+1), bin: bin, port: freePort(t), env: env,
-			log: filepath.Join(dir, fmt.Sprintf("evo%d.log", i+1))})
-	}
-	t.Cleanup(func() {
-		for _, r := range reps {
-			r.stop()
-		}
-	})
-	reps[0].start(t)
-	reps[0].waitReady(t, "/health", 60*time.Second)
-	reps[1].start(t)
-	for _, r := range reps {
-		r.waitReady(t, "/ready", 60*time.Second)
-	}
+	env := replicaEnv(dir, pg.URL(), rc.URL(), "REDIS_PREFIX=evoc:")
+	reps := startReplicas(t, bin, dir, env)
 	t.Logf("%5.1fs setup done (build, PostgreSQL, Redis Cluster, replicas)", time.Since(begin).Seconds())
+	users := newUsers(t, bin, env, nUsers, "rcluster")
 
-	users := make([]*chaosUser, nUsers)
-	for i := range users {
-		tok := token(t, bin, env, fmt.Sprintf("rcluster%d-%d@example.com", i, time.Now().UnixNano()))
-		users[i] = &chaosUser{id: subject(t, tok), token: tok, todos: map[string]*todoModel{}}
-	}
 	clientCtx, stopClients := context.WithCancel(context.Background())
 	defer stopClients()
 	var clientsWG sync.WaitGroup
-	var clients []*sockClient
-	for i := range nUsers * perUser {
-		urls := []string{reps[0].WSURL(), reps[1].WSURL()}
-		if i%2 == 1 {
-			urls[0], urls[1] = urls[1], urls[0]
-		}
-		c := &sockClient{id: i, user: users[i%nUsers], urls: urls}
-		clients = append(clients, c)
-		clientsWG.Add(1)
-		go c.run(clientCtx, &clientsWG)
-	}
-	waitFor(t, "every socket connected", 30*time.Second, func() bool {
-		for _, c := range clients {
-			c.mu.Lock()
-			ok := c.connects > 0
-			c.mu.Unlock()
-			if !ok {
-				return false
-			}
-		}
-		return true
-	})
-	drops := &dropper{clients: clients}
-	go drops.run(clientCtx, 300*time.Millisecond, 1)
+	clients := startSockets(t, clientCtx, &clientsWG, users, nUsers*perUser, reps, 30*time.Second)
+	drops := startDropper(clientCtx, clients, 300*time.Millisecond, 1)
 	w := newWorkload(users, reps)
-	workCtx, stopWork := context.WithCancel(context.Background())
-	defer stopWork()
-	var workWG sync.WaitGroup
-	for _, u := range users {
-		workWG.Add(1)
-		go w.run(workCtx, []*chaosUser{u}, pause, &workWG)
-	}
+	stopWork := w.start(t, pause)
 	drops.enabled.Store(true)
 	time.Sleep(4 * time.Second)
 
@@ -127,39 +61,16 @@ func TestRedisCluster(t *testing.T) {
 
 	drops.enabled.Store(false)
 	stopWork()
-	workWG.Wait()
-	db, err := postgres.Open(context.Background(), pg.URL(), 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	logs := map[string][]store.Event{}
+	logs := readLogs(t, pg.URL(), users)
 	events := 0
-	for _, u := range users {
-		evs, err := db.EventsSince(context.Background(), u.id, 0, 10_000_000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		logs[u.id] = evs
+	for _, evs := range logs {
 		events += len(evs)
 	}
-	lagging := func() []string {
-		var out []string
-		for _, c := range clients {
-			if evs := logs[c.user.id]; len(evs) > 0 && c.lastSeq() < evs[len(evs)-1].Seq {
-				out = append(out, fmt.Sprintf("socket %d (user %s) at %d of %d", c.id, c.user.id, c.lastSeq(), evs[len(evs)-1].Seq))
-			}
-		}
-		return out
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for len(lagging()) > 0 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitLevel(clients, logs, 30*time.Second)
 	stopClients()
 	clientsWG.Wait()
 	v := verify(t, w, users, clients, logs)
-	if lag := lagging(); len(lag) > 0 {
+	if lag := lagging(clients, logs); len(lag) > 0 {
 		t.Errorf("%d sockets never caught up, e.g. %s", len(lag), lag[0])
 	}
 	delivered, replayed := 0, 0

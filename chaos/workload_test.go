@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 )
 
@@ -162,6 +163,22 @@ func (w *workload) contract(format string, args ...any) {
 	w.mu.Lock()
 	w.bad = append(w.bad, fmt.Sprintf(format, args...))
 	w.mu.Unlock()
+}
+
+// start runs one goroutine of changes per user, pausing pause between
+// them, until stop (which waits for them) or the end of the test.
+func (w *workload) start(t *testing.T, pause time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	var wg sync.WaitGroup
+	for _, u := range w.users {
+		wg.Add(1)
+		go w.run(ctx, []*chaosUser{u}, pause, &wg)
+	}
+	return func() {
+		cancel()
+		wg.Wait()
+	}
 }
 
 // run makes changes for users until ctx ends, pausing pause between them.

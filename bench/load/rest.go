@@ -79,14 +79,44 @@ func status(code int) string {
 	return strconv.Itoa(code) + " " + fasthttp.StatusMessage(code)
 }
 
+// restTally counts a REST phase's calls: the latency of each that succeeded (a 2xx),
+// the errors, and the first of them.
+type restTally struct {
+	lat      hist
+	n, errs  atomic.Int64
+	once     sync.Once
+	firstErr string
+}
+
+// call sends req to replica and counts it, timed from just before it is sent.
+func (t *restTally) call(client *restClient, replica int, req *fasthttp.Request, resp *fasthttp.Response) {
+	t0 := time.Now()
+	err := client.do(replica, req, resp)
+	if err == nil && resp.StatusCode() >= 300 {
+		err = fmt.Errorf("%s %s: %s", req.Header.Method(), req.URI().Path(), status(resp.StatusCode()))
+	}
+	if err != nil {
+		t.errs.Add(1)
+		t.once.Do(func() { t.firstErr = err.Error() })
+		return
+	}
+	t.lat.Record(time.Since(t0))
+	t.n.Add(1)
+}
+
+// result is res with the counts of the phase that began at start (once its calls are done).
+func (t *restTally) result(res restResult, start time.Time) restResult {
+	res.Requests, res.Errors, res.FirstErr = t.n.Load(), t.errs.Load(), t.firstErr
+	res.TPS = float64(res.Requests) / time.Since(start).Seconds()
+	res.P50, res.P99 = t.lat.Quantile(0.50), t.lat.Quantile(0.99)
+	return res
+}
+
 // restLoad runs conc workers for dur, each sending one request after the other to replica
 // w%len(client.hosts) as a random user: kind "list" is GET /api/todos?limit=20, "create"
 // is POST /api/todos.
 func restLoad(ctx context.Context, client *restClient, users []benchUser, kind string, conc int, dur time.Duration) restResult {
-	res := restResult{Name: "evo " + kind, Conc: conc}
-	var lat hist
-	var n, errs atomic.Int64
-	var once sync.Once
+	var tally restTally
 	deadline := time.Now().Add(dur)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -104,26 +134,12 @@ func restLoad(ctx context.Context, client *restClient, users []benchUser, kind s
 					client.request(req, replica, fasthttp.MethodPost, "/api/todos", u.Token,
 						[]byte(`{"title":"made by the REST benchmark","description":"made by the load tool"}`))
 				}
-				t0 := time.Now()
-				err := client.do(replica, req, resp)
-				if err == nil && resp.StatusCode() >= 300 {
-					err = fmt.Errorf("%s %s: %s", req.Header.Method(), req.URI().Path(), status(resp.StatusCode()))
-				}
-				if err != nil {
-					errs.Add(1)
-					once.Do(func() { res.FirstErr = err.Error() })
-					continue
-				}
-				lat.Record(time.Since(t0))
-				n.Add(1)
+				tally.call(client, replica, req, resp)
 			}
 		})
 	}
 	wg.Wait()
-	res.Requests, res.Errors = n.Load(), errs.Load()
-	res.TPS = float64(res.Requests) / time.Since(start).Seconds()
-	res.P50, res.P99 = lat.Quantile(0.50), lat.Quantile(0.99)
-	return res
+	return tally.result(restResult{Name: "evo " + kind, Conc: conc}, start)
 }
 
 var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
@@ -166,10 +182,7 @@ func lastLines(s string, n int) string {
 // call from just before it is sent: the REST latency at a fixed rate, to compare with
 // pgbenchRate's statement latency at the same rate.
 func restRateLoad(ctx context.Context, client *restClient, users []benchUser, rate float64, inflight int, dur time.Duration) restResult {
-	res := restResult{Name: fmt.Sprintf("evo create at %.0f/s", rate), Conc: inflight}
-	var lat hist
-	var n, errs atomic.Int64
-	var once sync.Once
+	var tally restTally
 	sem := make(chan struct{}, inflight)
 	var wg sync.WaitGroup
 	interval := time.Duration(float64(time.Second) / rate)
@@ -191,25 +204,11 @@ func restRateLoad(ctx context.Context, client *restClient, users []benchUser, ra
 			defer func() { fasthttp.ReleaseRequest(req); fasthttp.ReleaseResponse(resp) }()
 			client.request(req, replica, fasthttp.MethodPost, "/api/todos", u.Token,
 				[]byte(`{"title":"made by the REST benchmark","description":"made by the load tool"}`))
-			t0 := time.Now()
-			err := client.do(replica, req, resp)
-			if err == nil && resp.StatusCode() >= 300 {
-				err = fmt.Errorf("POST /api/todos: %s", status(resp.StatusCode()))
-			}
-			if err != nil {
-				errs.Add(1)
-				once.Do(func() { res.FirstErr = err.Error() })
-				return
-			}
-			lat.Record(time.Since(t0))
-			n.Add(1)
+			tally.call(client, replica, req, resp)
 		})
 	}
 	wg.Wait()
-	res.Requests, res.Errors = n.Load(), errs.Load()
-	res.TPS = float64(res.Requests) / time.Since(start).Seconds()
-	res.P50, res.P99 = lat.Quantile(0.50), lat.Quantile(0.99)
-	return res
+	return tally.result(restResult{Name: fmt.Sprintf("evo create at %.0f/s", rate), Conc: inflight}, start)
 }
 
 // pgbenchRate runs script at rate transactions per second (-R) with conc clients for dur
