@@ -157,6 +157,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	if cmd == "serve" {
+		lw := newLogWriter(stderr)
+		defer lw.Close()
+		stderr = lw
+	}
 	log := newLogger(cfg, stderr)
 	cfg.logNotes(log)
 	switch cmd {
