@@ -38,6 +38,10 @@ const (
 	// maxNudges bounds the channels whose last skipped sequenced publication is
 	// republished when Redis answers again.
 	maxNudges = 100_000
+	// maxQueuedPublishes bounds the publications waiting for their pipeline.
+	maxQueuedPublishes = 4096
+	// maxPipeline is the most publications sent in one pipeline.
+	maxPipeline = 512
 )
 
 // RedisBroker is a Broker on Redis pub/sub, for many replicas, on a single Redis
@@ -64,6 +68,16 @@ type RedisBroker struct {
 	cluster *redis.ClusterClient // nil on a single Redis
 	prefix  string
 	log     *slog.Logger
+
+	// Every publish goes through one queue, in the order it was made; one goroutine
+	// (publishLoop) sends what is queued as one pipeline at a time, so concurrent
+	// publishes share round trips and none overtakes another.
+	pmu     sync.Mutex
+	pspace  *sync.Cond // signalled when publications left the queue
+	pqueue  []queuedPub
+	pclosed bool
+	pwake   chan struct{} // cap 1: the queue has publications
+	pdone   chan struct{} // closed when publishLoop returned
 
 	closeOnce sync.Once
 	closing   chan struct{} // closed by Close
@@ -134,7 +148,11 @@ func NewRedisBroker(client redis.UniversalClient, prefix string, log *slog.Logge
 		closing: make(chan struct{}),
 		conns:   make(map[int]*redisConn),
 		down:    make(map[int]*downShard),
+		pwake:   make(chan struct{}, 1),
+		pdone:   make(chan struct{}),
 	}
+	b.pspace = sync.NewCond(&b.pmu)
+	go b.publishLoop()
 	b.cluster, _ = client.(*redis.ClusterClient)
 	if b.cluster == nil {
 		// Subscribe with no channels returns a PubSub without connecting.
@@ -153,11 +171,19 @@ func (b *RedisBroker) start(c *redisConn) {
 	close(c.ready)
 }
 
-// Close closes the PubSub connections and waits for their read goroutines (and the
-// probes) to return. Subscribe calls still waiting return ErrBrokerClosed.
+// Close sends the publications already made, closes the PubSub connections and waits
+// for their read goroutines (and the probes) to return. Subscribe calls still waiting
+// return ErrBrokerClosed, as do publishes made after Close.
 func (b *RedisBroker) Close() error {
 	var err error
 	b.closeOnce.Do(func() {
+		// The publications already made go out first.
+		b.pmu.Lock()
+		b.pclosed = true
+		b.pspace.Broadcast()
+		close(b.pwake)
+		b.pmu.Unlock()
+		<-b.pdone
 		// Under both locks: no conn or probe starts after this.
 		b.mu.Lock()
 		b.hmu.Lock()
@@ -338,27 +364,129 @@ func (b *RedisBroker) Unsubscribe(ctx context.Context, channels ...string) error
 }
 
 // Publish implements Broker. While the channel's shard is marked down it returns nil
-// at once (see RedisBroker); otherwise it waits at most publishTimeout.
+// at once (see RedisBroker); otherwise it waits at most publishTimeout for Redis,
+// plus the time the publications queued before it take.
 func (b *RedisBroker) Publish(ctx context.Context, channel string, data []byte) error {
+	res := make(chan error, 1)
+	b.PublishAsync(channel, data, func(err error) { res <- err })
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		return ctx.Err() // it is still published
+	}
+}
+
+// PublishAsync is Publish without the wait: it queues the publication behind every
+// publication made before it (Publish or PublishAsync, any goroutine) and returns;
+// done, if not nil, is called with Publish's result once Redis answered, on the
+// broker's publish goroutine (it must not block). The queue is bounded: when
+// maxQueuedPublishes wait, PublishAsync waits too.
+func (b *RedisBroker) PublishAsync(channel string, data []byte, done func(error)) {
 	bucket, wire := b.bucket(channel), b.wire(channel)
 	if b.skip(bucket, wire, data) {
-		return nil
+		if done != nil {
+			done(nil)
+		}
+		return
+	}
+	b.pmu.Lock()
+	for len(b.pqueue) >= maxQueuedPublishes && !b.pclosed {
+		b.pspace.Wait()
+	}
+	if b.pclosed {
+		b.pmu.Unlock()
+		if done != nil {
+			done(ErrBrokerClosed)
+		}
+		return
+	}
+	b.pqueue = append(b.pqueue, queuedPub{bucket: bucket, wire: wire, data: data, done: done})
+	select {
+	case b.pwake <- struct{}{}:
+	default: // the publish goroutine is due to look at the queue
+	}
+	b.pmu.Unlock()
+}
+
+// queuedPub is a publication waiting for its pipeline.
+type queuedPub struct {
+	bucket int
+	wire   string
+	data   []byte
+	done   func(error)
+}
+
+// publishLoop sends the queued publications, in order, until Close: whatever queued
+// up while one pipeline was out goes in the next one (one round trip, bounded by
+// publishTimeout, for up to maxPipeline publications).
+func (b *RedisBroker) publishLoop() {
+	defer close(b.pdone)
+	var batch []queuedPub
+	for range b.pwake {
+		for {
+			b.pmu.Lock()
+			n := min(len(b.pqueue), maxPipeline)
+			batch = append(batch[:0], b.pqueue[:n]...)
+			clear(b.pqueue[:n])
+			b.pqueue = b.pqueue[n:]
+			if len(b.pqueue) == 0 {
+				b.pqueue = nil
+			}
+			b.pspace.Broadcast()
+			b.pmu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			b.publishBatch(batch)
+		}
+	}
+}
+
+// publishBatch sends batch as one pipeline and answers its publications. Those whose
+// shard was marked down while they were queued are skipped, as in Publish.
+func (b *RedisBroker) publishBatch(batch []queuedPub) {
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	pipe := b.client.Pipeline()
+	cmds := make([]*redis.IntCmd, len(batch))
+	for i, p := range batch {
+		if b.skip(p.bucket, p.wire, p.data) {
+			continue
+		}
+		if b.cluster != nil {
+			cmds[i] = pipe.SPublish(ctx, p.wire, p.data)
+		} else {
+			cmds[i] = pipe.Publish(ctx, p.wire, p.data)
+		}
 	}
 	start := time.Now()
-	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
-	defer cancel()
-	var err error
-	if b.cluster != nil {
-		err = b.cluster.SPublish(pctx, wire, data).Err()
-	} else {
-		err = b.client.Publish(pctx, wire, data).Err()
+	if pipe.Len() > 0 {
+		_, _ = pipe.Exec(ctx) // each command has its error
 	}
+	for i, p := range batch {
+		var err error
+		if cmds[i] != nil {
+			err = b.settle(p.bucket, p.wire, p.data, start, cmds[i].Err())
+		}
+		if p.done != nil {
+			p.done(err)
+		}
+	}
+}
+
+// settle notes the outcome of a publish sent at start: a failure marks the shard down
+// if Redis answered no other publish meanwhile (it is not just slow); a success marks
+// its node as answering.
+func (b *RedisBroker) settle(bucket int, wire string, data []byte, start time.Time, err error) error {
 	if err != nil {
-		// Redis failed (not the caller), and answered no other publish meanwhile.
-		if ctx.Err() == nil && b.okAt(wire).Load() < start.UnixNano() {
+		if errors.Is(err, redis.ErrClosed) {
+			return ErrBrokerClosed
+		}
+		if b.okAt(wire).Load() < start.UnixNano() {
 			b.markDown(bucket, wire, data, err)
 		}
-		return fmt.Errorf("redis publish %s: %w", channel, err)
+		return fmt.Errorf("redis publish %s: %w", wire, err)
 	}
 	if ok, now := b.okAt(wire), time.Now().UnixNano(); ok.Load() < now {
 		ok.Store(now)

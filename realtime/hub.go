@@ -2,6 +2,7 @@ package realtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -192,7 +193,11 @@ func (h *Hub) Conns() int { return int(h.conns.Load()) }
 // at once, to the others through the broker (channel "user:"+user, to which the broker
 // adds its prefix). The copy the broker brings back to this replica is dropped: a
 // sequenced one by the user's sequencer (its seq went out already), an ephemeral one
-// by its origin. If the broker publish fails, the error is returned; the other
+// by its origin. On a broker that can (RedisBroker), a sequenced publication is
+// handed over without waiting for the broker's answer: the broker keeps the order of
+// every publish, so a publication made after it still reaches the other replicas
+// after it, and a failure is logged (nothing is lost: see below). Otherwise, if the
+// broker publish fails, the error is returned; the other
 // replicas' sockets then read a sequenced publication from the log after a gap
 // (Config.GapWait) or at their hub's log check (Config.LogCheck), and miss an
 // ephemeral one.
@@ -207,12 +212,27 @@ func (h *Hub) Publish(ctx context.Context, user string, p Publication) error {
 		wire.Seq = -h.id
 	}
 	start := time.Now()
+	if ab, ok := h.broker.(asyncBroker); ok && p.Seq > 0 {
+		ab.PublishAsync(userChannel(user), encodePublication(wire), func(err error) {
+			h.cfg.Metrics.BrokerPublish(time.Since(start), err)
+			if err != nil && !errors.Is(err, ErrBrokerClosed) {
+				h.log.Warn("realtime: publish event", slog.String("user_id", user), slog.Int64("seq", p.Seq), slog.Any("error", err))
+			}
+		})
+		return nil
+	}
 	err := h.broker.Publish(ctx, userChannel(user), encodePublication(wire))
 	h.cfg.Metrics.BrokerPublish(time.Since(start), err)
 	if err != nil {
 		return fmt.Errorf("publish to user %s: %w", user, err)
 	}
 	return nil
+}
+
+// asyncBroker is a Broker that can publish without waiting for the answer, keeping
+// the order of all its publishes (RedisBroker).
+type asyncBroker interface {
+	PublishAsync(channel string, data []byte, done func(error))
 }
 
 // Shutdown closes every socket with CloseGoingAway and waits, up to ctx, for all Serve

@@ -12,13 +12,18 @@ import (
 )
 
 // countingUsers is the real PostgreSQL store, counting the verifier's user lookups.
+// While hold is set, lookups wait for it to be closed: a database that does not answer.
 type countingUsers struct {
 	*postgres.DB
 	lookups atomic.Int64
+	hold    atomic.Pointer[chan struct{}]
 }
 
 func (c *countingUsers) UserExists(ctx context.Context, id string) (bool, error) {
 	c.lookups.Add(1)
+	if h := c.hold.Load(); h != nil {
+		<-*h
+	}
 	return c.DB.UserExists(ctx, id)
 }
 
@@ -77,4 +82,61 @@ func TestVerifierUserCache(t *testing.T) {
 	if _, err := replicas[0].Verify(ctx, tok2); store.ErrorCode(err) != store.CodeUnauthorized {
 		t.Fatalf("after ForgetUser: %v, want 401", err)
 	}
+}
+
+// TestVerifierUserCacheRefreshesAhead: a user who keeps making requests is looked up
+// again in the background before the cache entry expires, so no request waits for the
+// lookup (here: the lookups hang, and the requests still pass), and the refreshed entry
+// outlives the first one.
+func TestVerifierUserCacheRefreshesAhead(t *testing.T) {
+	ctx := context.Background()
+	fi := newFakeIssuer(t)
+	users := &countingUsers{DB: storetest.Postgres(t)}
+	cfg := Config{JWKSURL: fi.URL + "/api/auth/jwks", Issuer: fi.URL, Audience: fi.URL}
+	v := NewVerifier(cfg, users, storetest.Quiet())
+	u := storetest.User(t, users)
+	tok, err := fi.iss.Token(u, 15*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// verify fails the test if Verify waits for the held lookup.
+	verify := func(what string) {
+		t.Helper()
+		errc := make(chan error, 1)
+		go func() { _, err := v.Verify(ctx, tok); errc <- err }()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		case <-time.After(UserCacheTTL / 4):
+			t.Fatalf("%s: Verify waited for the user lookup", what)
+		}
+	}
+	first := time.Now()
+	if _, err := v.Verify(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	hold := make(chan struct{})
+	users.hold.Store(&hold)
+	time.Sleep(time.Until(first.Add(UserCacheTTL*6/10)))
+	verify("past half the entry's life, the database hanging")
+	for users.lookups.Load() != 2 { // the background lookup
+		if time.Since(first) > UserCacheTTL {
+			t.Fatalf("%d lookups by the time the entry expired, want 2", users.lookups.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	users.hold.Store(nil)
+	close(hold) // the refresh answers: the user exists
+	time.Sleep(time.Until(first.Add(UserCacheTTL * 11 / 10)))
+	// The first entry has expired; the refreshed one, from its lookup (at 0.6 TTL or
+	// later), has not.
+	if time.Since(first) >= UserCacheTTL*3/2 {
+		t.Skip("the machine was too slow for this timing")
+	}
+	hold2 := make(chan struct{})
+	users.hold.Store(&hold2)
+	defer close(hold2)
+	verify("after the first entry expired")
 }

@@ -107,8 +107,17 @@ type Verifier struct {
 
 	// known remembers users found to exist, until when (see checkUser).
 	kmu   sync.Mutex
-	known map[string]time.Time
+	known map[string]knownUser
 }
+
+// knownUser is a user found to exist.
+type knownUser struct {
+	until      time.Time // trusted until then
+	refreshing bool      // a background lookup runs
+}
+
+// userRefreshTimeout bounds a background lookup of a known user.
+const userRefreshTimeout = 5 * time.Second
 
 // UserCacheTTL is how long a user found to exist is trusted without asking the database
 // again: a user deleted from the "user" table has its tokens refused by every replica
@@ -260,25 +269,63 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 
 // checkUser checks that the token's user exists. A user found to exist is not looked up
 // again for UserCacheTTL, counted from before the lookup: a user deleted at time T is
-// refused from T + UserCacheTTL on, whatever lookups were in flight at T.
+// refused from T + UserCacheTTL on, whatever lookups were in flight at T. A request
+// that finds the entry past half its life looks the user up again in the background
+// (once at a time per user), so a user who keeps making requests is not looked up on
+// the request path once a second.
 func (v *Verifier) checkUser(ctx context.Context, id string) error {
 	now := time.Now()
 	v.kmu.Lock()
-	until, ok := v.known[id]
+	e, ok := v.known[id]
+	fresh := ok && now.Before(e.until)
+	refresh := fresh && !e.refreshing && e.until.Sub(now) < UserCacheTTL/2
+	if refresh {
+		e.refreshing = true
+		v.known[id] = e
+	}
 	v.kmu.Unlock()
-	if ok && now.Before(until) {
+	if refresh {
+		go v.refreshUser(id)
+	}
+	if fresh {
 		return nil
 	}
 	if err := v.lookUpUser(ctx, id); err != nil {
 		return err
 	}
+	v.rememberUser(id, now)
+	return nil
+}
+
+// refreshUser looks up a known user again, off the request path.
+func (v *Verifier) refreshUser(id string) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), userRefreshTimeout)
+	defer cancel()
+	err := v.lookUpUser(ctx, id)
+	switch {
+	case err == nil:
+		v.rememberUser(id, start)
+	case store.ErrorCode(err) == store.CodeUnauthorized: // gone
+		v.ForgetUser(id)
+	default: // the database failed: the entry expires, the next request looks it up
+		v.kmu.Lock()
+		if e, ok := v.known[id]; ok {
+			e.refreshing = false
+			v.known[id] = e
+		}
+		v.kmu.Unlock()
+	}
+}
+
+// rememberUser notes that id existed at time at.
+func (v *Verifier) rememberUser(id string, at time.Time) {
 	v.kmu.Lock()
 	defer v.kmu.Unlock()
 	if v.known == nil || len(v.known) >= maxKnownUsers {
-		v.known = make(map[string]time.Time)
+		v.known = make(map[string]knownUser)
 	}
-	v.known[id] = now.Add(UserCacheTTL)
-	return nil
+	v.known[id] = knownUser{until: at.Add(UserCacheTTL)}
 }
 
 // ForgetUser drops id from the user cache: the next token of that user looks the user
