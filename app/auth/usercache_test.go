@@ -119,7 +119,7 @@ func TestVerifierUserCacheRefreshesAhead(t *testing.T) {
 	}
 	hold := make(chan struct{})
 	users.hold.Store(&hold)
-	time.Sleep(time.Until(first.Add(UserCacheTTL*6/10)))
+	time.Sleep(time.Until(first.Add(UserCacheTTL * 6 / 10)))
 	verify("past half the entry's life, the database hanging")
 	for users.lookups.Load() != 2 { // the background lookup
 		if time.Since(first) > UserCacheTTL {
