@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +40,7 @@ const (
 	// maxNudges bounds the channels whose last skipped sequenced publication is
 	// republished when Redis answers again.
 	maxNudges = 100_000
-	// maxQueuedPublishes bounds the publications waiting for their pipeline.
+	// maxQueuedPublishes bounds the publications of one bucket waiting for their pipeline.
 	maxQueuedPublishes = 4096
 	// maxPipeline is the most publications sent in one pipeline.
 	maxPipeline = 512
@@ -69,15 +71,10 @@ type RedisBroker struct {
 	prefix  string
 	log     *slog.Logger
 
-	// Every publish goes through one queue, in the order it was made; one goroutine
-	// (publishLoop) sends what is queued as one pipeline at a time, so concurrent
-	// publishes share round trips and none overtakes another.
+	// Every publish goes through its bucket's queue (see publishQueue).
 	pmu     sync.Mutex
-	pspace  *sync.Cond // signalled when publications left the queue
-	pqueue  []queuedPub
+	pqueues map[int]*publishQueue
 	pclosed bool
-	pwake   chan struct{} // cap 1: the queue has publications
-	pdone   chan struct{} // closed when publishLoop returned
 
 	closeOnce sync.Once
 	closing   chan struct{} // closed by Close
@@ -148,11 +145,8 @@ func NewRedisBroker(client redis.UniversalClient, prefix string, log *slog.Logge
 		closing: make(chan struct{}),
 		conns:   make(map[int]*redisConn),
 		down:    make(map[int]*downShard),
-		pwake:   make(chan struct{}, 1),
-		pdone:   make(chan struct{}),
+		pqueues: make(map[int]*publishQueue),
 	}
-	b.pspace = sync.NewCond(&b.pmu)
-	go b.publishLoop()
 	b.cluster, _ = client.(*redis.ClusterClient)
 	if b.cluster == nil {
 		// Subscribe with no channels returns a PubSub without connecting.
@@ -177,13 +171,7 @@ func (b *RedisBroker) start(c *redisConn) {
 func (b *RedisBroker) Close() error {
 	var err error
 	b.closeOnce.Do(func() {
-		// The publications already made go out first.
-		b.pmu.Lock()
-		b.pclosed = true
-		b.pspace.Broadcast()
-		close(b.pwake)
-		b.pmu.Unlock()
-		<-b.pdone
+		b.closePublishQueues() // the publications already made go out first
 		// Under both locks: no conn or probe starts after this.
 		b.mu.Lock()
 		b.hmu.Lock()
@@ -378,10 +366,11 @@ func (b *RedisBroker) Publish(ctx context.Context, channel string, data []byte) 
 }
 
 // PublishAsync is Publish without the wait: it queues the publication behind every
-// publication made before it (Publish or PublishAsync, any goroutine) and returns;
-// done, if not nil, is called with Publish's result once Redis answered, on the
-// broker's publish goroutine (it must not block). The queue is bounded: when
-// maxQueuedPublishes wait, PublishAsync waits too.
+// publication made before it to the same bucket (Publish or PublishAsync, any
+// goroutine; one bucket on a single Redis, a user's channel is always in the same one)
+// and returns; done, if not nil, is called with Publish's result once Redis answered,
+// on the bucket's publish goroutine (it must not block). A bucket's queue is bounded:
+// when maxQueuedPublishes wait, PublishAsync waits too.
 func (b *RedisBroker) PublishAsync(channel string, data []byte, done func(error)) {
 	bucket, wire := b.bucket(channel), b.wire(channel)
 	if b.skip(bucket, wire, data) {
@@ -390,23 +379,60 @@ func (b *RedisBroker) PublishAsync(channel string, data []byte, done func(error)
 		}
 		return
 	}
-	b.pmu.Lock()
-	for len(b.pqueue) >= maxQueuedPublishes && !b.pclosed {
-		b.pspace.Wait()
-	}
-	if b.pclosed {
-		b.pmu.Unlock()
+	if q := b.publishQueue(bucket); q == nil || !q.add(queuedPub{bucket: bucket, wire: wire, data: data, done: done}) {
 		if done != nil {
 			done(ErrBrokerClosed)
 		}
-		return
 	}
-	b.pqueue = append(b.pqueue, queuedPub{bucket: bucket, wire: wire, data: data, done: done})
-	select {
-	case b.pwake <- struct{}{}:
-	default: // the publish goroutine is due to look at the queue
+}
+
+// publishQueue returns bucket's queue, started on first use; nil after Close.
+func (b *RedisBroker) publishQueue(bucket int) *publishQueue {
+	b.pmu.Lock()
+	defer b.pmu.Unlock()
+	if b.pclosed {
+		return nil
 	}
+	q := b.pqueues[bucket]
+	if q == nil {
+		q = &publishQueue{b: b, wake: make(chan struct{}, 1), done: make(chan struct{})}
+		q.space = sync.NewCond(&q.mu)
+		b.pqueues[bucket] = q
+		go q.run()
+	}
+	return q
+}
+
+// closePublishQueues sends what the queues hold and stops them.
+func (b *RedisBroker) closePublishQueues() {
+	b.pmu.Lock()
+	b.pclosed = true
+	qs := slices.Collect(maps.Values(b.pqueues))
 	b.pmu.Unlock()
+	for _, q := range qs {
+		q.mu.Lock()
+		q.closed = true
+		q.space.Broadcast()
+		close(q.wake)
+		q.mu.Unlock()
+	}
+	for _, q := range qs {
+		<-q.done
+	}
+}
+
+// publishQueue is one bucket's publications waiting for Redis, in the order they were
+// made. One goroutine (run) sends what is queued as one pipeline at a time, so
+// concurrent publishes share round trips and none overtakes another; a Redis node
+// that hangs holds up the buckets it serves only.
+type publishQueue struct {
+	b      *RedisBroker
+	mu     sync.Mutex
+	space  *sync.Cond // signalled when publications left the queue
+	queue  []queuedPub
+	closed bool
+	wake   chan struct{} // cap 1: the queue has publications
+	done   chan struct{} // closed when run returned
 }
 
 // queuedPub is a publication waiting for its pipeline.
@@ -417,28 +443,46 @@ type queuedPub struct {
 	done   func(error)
 }
 
-// publishLoop sends the queued publications, in order, until Close: whatever queued
-// up while one pipeline was out goes in the next one (one round trip, bounded by
-// publishTimeout, for up to maxPipeline publications).
-func (b *RedisBroker) publishLoop() {
-	defer close(b.pdone)
+// add queues p, waiting while the queue is full; false once the queue is closed.
+func (q *publishQueue) add(p queuedPub) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.queue) >= maxQueuedPublishes && !q.closed {
+		q.space.Wait()
+	}
+	if q.closed {
+		return false
+	}
+	q.queue = append(q.queue, p)
+	select {
+	case q.wake <- struct{}{}:
+	default: // run is due to look at the queue
+	}
+	return true
+}
+
+// run sends the queued publications, in order, until the queue is closed and empty:
+// whatever queued up while one pipeline was out goes in the next one (one round trip,
+// bounded by publishTimeout, for up to maxPipeline publications).
+func (q *publishQueue) run() {
+	defer close(q.done)
 	var batch []queuedPub
-	for range b.pwake {
+	for range q.wake {
 		for {
-			b.pmu.Lock()
-			n := min(len(b.pqueue), maxPipeline)
-			batch = append(batch[:0], b.pqueue[:n]...)
-			clear(b.pqueue[:n])
-			b.pqueue = b.pqueue[n:]
-			if len(b.pqueue) == 0 {
-				b.pqueue = nil
+			q.mu.Lock()
+			n := min(len(q.queue), maxPipeline)
+			batch = append(batch[:0], q.queue[:n]...)
+			clear(q.queue[:n])
+			q.queue = q.queue[n:]
+			if len(q.queue) == 0 {
+				q.queue = nil
 			}
-			b.pspace.Broadcast()
-			b.pmu.Unlock()
+			q.space.Broadcast()
+			q.mu.Unlock()
 			if len(batch) == 0 {
 				break
 			}
-			b.publishBatch(batch)
+			q.b.publishBatch(batch)
 		}
 	}
 }

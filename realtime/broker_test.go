@@ -3,8 +3,10 @@ package realtime
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -190,6 +192,75 @@ func TestRedisBroker(t *testing.T) {
 	t.Run("NilClient", func(t *testing.T) {
 		if _, err := NewRedisBroker(nil, "p:", nil); err == nil {
 			t.Fatal("NewRedisBroker(nil) succeeded")
+		}
+	})
+}
+
+// TestRedisBrokerPublishAsync: publications made from many goroutines, handed over
+// without waiting (PublishAsync) or waited for (Publish), reach a subscriber on
+// another broker each once and, per channel, in the order they were made; Close sends
+// what is still queued before it returns.
+func TestRedisBrokerPublishAsync(t *testing.T) {
+	ctx := context.Background()
+	prefix := uniquePrefix()
+	r := newRecorder()
+	r.pubs = make(chan recorded, 20_000)
+	sub := newRedisBroker(t, newRedisClient(t, "evotest-async-sub"), prefix)
+	sub.RegisterEventHandler(r)
+	const writers, each = 16, 500
+	var channels []string
+	for w := range writers {
+		channels = append(channels, fmt.Sprintf("user:w%d", w))
+	}
+	if err := sub.Subscribe(ctx, channels...); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := NewRedisBroker(newRedisClient(t, "evotest-async-pub"), prefix, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for _, ch := range channels {
+		wg.Go(func() {
+			for i := range each {
+				data := []byte(fmt.Sprintf("%d", i))
+				if i%10 == 9 {
+					if err := pub.Publish(ctx, ch, data); err != nil {
+						failed.Add(1)
+					}
+					continue
+				}
+				pub.PublishAsync(ch, data, func(err error) {
+					if err != nil {
+						failed.Add(1)
+					}
+				})
+			}
+		})
+	}
+	wg.Wait()
+	if err := pub.Close(); err != nil { // the async ones still queued go out first
+		t.Fatal(err)
+	}
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d publishes failed", n)
+	}
+	next := map[string]int{}
+	for range writers * each {
+		select {
+		case got := <-r.pubs:
+			if want := fmt.Sprint(next[got.channel]); string(got.data) != want {
+				t.Fatalf("%s: got %s, want %s (every publication once, in order)", got.channel, got.data, want)
+			}
+			next[got.channel]++
+		case <-time.After(10 * time.Second):
+			t.Fatalf("received %v of %d per channel", next, each)
+		}
+	}
+	pub.PublishAsync("user:w0", []byte("late"), func(err error) {
+		if !errors.Is(err, ErrBrokerClosed) {
+			t.Errorf("PublishAsync after Close: %v, want ErrBrokerClosed", err)
 		}
 	})
 }

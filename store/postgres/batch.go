@@ -17,7 +17,8 @@ import (
 
 // Group commit. Every todo change (CreateTodo, UpdateTodo, DeleteTodo) is queued to the
 // DB's batcher. At most maxFlushes batches are in flight, each on its own connection;
-// a change that finds a flush free is sent at once, alone (no waiting at low load), and
+// a change that finds a flush free is sent at once, alone, by its own caller (no waiting
+// and no hand-over to another goroutine at low load), and
 // the changes that arrive while every flush is busy wait for the next free one and go
 // together, up to maxBatch: the window is the duration of one batch's round trip and
 // commit, about a millisecond. A batch is one pgx.Batch: one round trip, one implicit
@@ -45,6 +46,8 @@ import (
 // A caller whose context ends while its change is still queued takes it back (nothing is
 // written); once its batch was sent, the caller returns the context's error at once and
 // the change may or may not commit, as with any statement a client stops waiting for.
+// (A caller that sends its change itself waits for that statement, which runs until
+// the caller's deadline at most.)
 // The batch itself runs until the latest deadline of its members: one caller's
 // cancellation never fails its neighbours.
 
@@ -105,13 +108,25 @@ func (b *batcher) submit(ctx context.Context, p *pending) error {
 	b.mu.Lock()
 	b.queue = append(b.queue, p)
 	if b.running < b.maxFlushes {
+		// A flush is free, so nothing else was queued: this caller flushes its change
+		// itself (no hand-over to another goroutine and back at low load) and hands
+		// whatever queued meanwhile to a flush loop.
 		b.running++
 		batch := b.takeLocked()
 		b.mu.Unlock()
-		go b.flushLoop(batch)
-	} else {
-		b.mu.Unlock()
+		b.flush(batch)
+		b.mu.Lock()
+		if len(b.queue) == 0 {
+			b.running--
+			b.mu.Unlock()
+		} else {
+			next := b.takeLocked()
+			b.mu.Unlock()
+			go b.flushLoop(next)
+		}
+		return p.err
 	}
+	b.mu.Unlock()
 	select {
 	case <-p.done:
 		return p.err
