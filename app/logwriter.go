@@ -3,6 +3,7 @@ package app
 import (
 	"io"
 	"sync"
+	"time"
 )
 
 // logBufferMax bounds the lines waiting for the log writer: a Write beyond it waits
@@ -10,16 +11,21 @@ import (
 // losing lines).
 const logBufferMax = 1 << 20
 
+// logFlushDelay is how long a line may wait for the lines after it.
+const logFlushDelay = 5 * time.Millisecond
+
 // logWriter takes the log lines of `evo serve` off the request path: Write copies
-// a line into a buffer and returns, one goroutine writes the buffer out. Lines
-// written while a write(2) runs go out together in the next one, so under load
-// many lines cost one system call (the request log's write was half its cost,
-// bench/README.md), and an idle server writes each line at once. Close writes
-// what is left; a Write after Close goes straight to the underlying writer.
+// a line into a buffer and returns; one goroutine writes the buffer out
+// logFlushDelay after its first line, so under load the lines of a few
+// milliseconds cost one system call and one wake-up (one write(2) and one
+// wake-up per line were most of the request log's cost, bench/README.md). Close
+// writes what is left; a Write after Close goes straight to the underlying
+// writer. A process killed with SIGKILL loses the last few milliseconds of lines.
 type logWriter struct {
-	w    io.Writer
-	wake chan struct{}
-	done chan struct{}
+	w       io.Writer
+	wake    chan struct{}
+	closing chan struct{} // closed by Close: write what is buffered now
+	done    chan struct{}
 
 	mu     sync.Mutex
 	space  *sync.Cond // signalled when the buffer was taken
@@ -28,7 +34,7 @@ type logWriter struct {
 }
 
 func newLogWriter(w io.Writer) *logWriter {
-	lw := &logWriter{w: w, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	lw := &logWriter{w: w, wake: make(chan struct{}, 1), closing: make(chan struct{}), done: make(chan struct{})}
 	lw.space = sync.NewCond(&lw.mu)
 	go lw.run()
 	return lw
@@ -58,6 +64,12 @@ func (lw *logWriter) run() {
 	defer close(lw.done)
 	var out []byte
 	for range lw.wake {
+		t := time.NewTimer(logFlushDelay)
+		select {
+		case <-t.C:
+		case <-lw.closing:
+			t.Stop()
+		}
 		lw.mu.Lock()
 		out, lw.buf = lw.buf, out[:0]
 		lw.space.Broadcast()
@@ -76,6 +88,7 @@ func (lw *logWriter) Close() error {
 		return nil
 	}
 	lw.closed = true
+	close(lw.closing)
 	close(lw.wake) // the writer takes what is buffered, then ends
 	lw.space.Broadcast()
 	lw.mu.Unlock()

@@ -64,12 +64,13 @@ func TestLogWriterKeepsEveryLine(t *testing.T) {
 		next[g]++
 	}
 	// 1,600 lines at 2 ms a write one by one would take 3.2 s: they coalesce.
+	// (So they do with a fast stderr: see TestLogWriterWritesAtOnce.)
 	if sw.writes > loggers*lines/4 {
 		t.Errorf("%d writes for %d lines: lines written while stderr was busy did not go out together", sw.writes, loggers*lines)
 	}
 }
 
-// An idle server's line is written at once, not when some buffer fills.
+// An idle server's line is written within logFlushDelay, not when some buffer fills.
 func TestLogWriterWritesAtOnce(t *testing.T) {
 	var out syncBuffer
 	lw := newLogWriter(&out)
@@ -82,4 +83,27 @@ func TestLogWriterWritesAtOnce(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+	// Lines that come faster than the flush delay go out together, even to a fast stderr.
+	cw := &countingWriter{}
+	lw2 := newLogWriter(cw)
+	for i := range 1000 {
+		fmt.Fprintf(lw2, "line=%d\n", i)
+	}
+	lw2.Close()
+	if cw.writes > 10 {
+		t.Errorf("%d writes for 1,000 lines made at once", cw.writes)
+	}
+}
+
+// countingWriter counts its writes.
+type countingWriter struct {
+	mu     sync.Mutex
+	writes int
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.writes++
+	return len(p), nil
 }

@@ -177,11 +177,11 @@ func lastLines(s string, n int) string {
 	return string(bytes.Join(lines, []byte(" | ")))
 }
 
-// restRateLoad makes POST /api/todos calls open loop at rate per second for dur (at most
-// inflight at once), round-robin over the replicas as random users, and measures each
-// call from just before it is sent: the REST latency at a fixed rate, to compare with
-// pgbenchRate's statement latency at the same rate.
-func restRateLoad(ctx context.Context, client *restClient, users []benchUser, rate float64, inflight int, dur time.Duration) restResult {
+// restRateLoad makes method path calls (body: JSON, or nil) open loop at rate per second
+// for dur (at most inflight at once), round-robin over the replicas as random users, and
+// measures each call from just before it is sent: the REST latency at a fixed rate, to
+// compare with pgbenchRate's statement latency at the same rate.
+func restRateLoad(ctx context.Context, client *restClient, users []benchUser, name, method, path string, body []byte, rate float64, inflight int, dur time.Duration) restResult {
 	var tally restTally
 	sem := make(chan struct{}, inflight)
 	var wg sync.WaitGroup
@@ -202,13 +202,12 @@ func restRateLoad(ctx context.Context, client *restClient, users []benchUser, ra
 			defer func() { <-sem }()
 			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 			defer func() { fasthttp.ReleaseRequest(req); fasthttp.ReleaseResponse(resp) }()
-			client.request(req, replica, fasthttp.MethodPost, "/api/todos", u.Token,
-				[]byte(`{"title":"made by the REST benchmark","description":"made by the load tool"}`))
+			client.request(req, replica, method, path, u.Token, body)
 			tally.call(client, replica, req, resp)
 		})
 	}
 	wg.Wait()
-	return tally.result(restResult{Name: fmt.Sprintf("evo create at %.0f/s", rate), Conc: inflight}, start)
+	return tally.result(restResult{Name: fmt.Sprintf("evo %s at %.0f/s", name, rate), Conc: inflight}, start)
 }
 
 // pgbenchRate runs script at rate transactions per second (-R) with conc clients for dur
