@@ -117,7 +117,8 @@ func startRedisCluster(t *testing.T, dir string) *redisCluster {
 		port := freePort(t)
 		n := &redisServer{port: port, log: filepath.Join(dir, fmt.Sprintf("redis-%d.log", port)),
 			args: []string{"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", port)),
-				"--cluster-node-timeout", "1000", "--dir", dir, "--daemonize", "no"}}
+				"--cluster-node-timeout", "1000", "--dir", dir, "--dbfilename", fmt.Sprintf("dump-%d.rdb", port),
+				"--repl-diskless-sync-delay", "0", "--daemonize", "no"}}
 		n.start(t)
 		t.Cleanup(func() { n.kill() })
 		rc.nodes = append(rc.nodes, n)
@@ -134,6 +135,17 @@ func startRedisCluster(t *testing.T, dir string) *redisCluster {
 			}
 		}
 		return true
+	})
+	// A replica that has not finished its first sync cannot take over: a master
+	// killed before that stays down (seen when the setup was quick).
+	waitFor(t, "every replica in sync with its master", 30*time.Second, func() bool {
+		synced := 0
+		for _, n := range rc.nodes {
+			if info := n.cli(t, "info", "replication"); strings.Contains(info, "role:slave") && strings.Contains(info, "master_link_status:up") {
+				synced++
+			}
+		}
+		return synced == 3
 	})
 	return rc
 }
