@@ -3,6 +3,7 @@ package realtime
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -196,5 +198,41 @@ func TestRedisBrokerNudge(t *testing.T) {
 	}
 	if r.resubs.Load() != 0 {
 		t.Fatal("the subscriber reconnected: the test needs its connection to survive")
+	}
+}
+
+// TestRedisBrokerQueueFull: while Redis hangs, PublishAsync never waits for it: once a
+// bucket's queue holds maxQueuedPublishes, further publications are dropped at once
+// (done gets errPublishQueueFull; their sockets on other replicas read the log).
+func TestRedisBrokerQueueFull(t *testing.T) {
+	ctx := context.Background()
+	rs := startPrivateRedis(t)
+	admin := redis.NewClient(&redis.Options{Addr: rs.addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { admin.Close() })
+	pub := newRedisBroker(t, redis.NewClient(&redis.Options{Addr: rs.addr(), ContextTimeoutEnabled: true}), "p:")
+	if err := pub.Publish(ctx, "user:a", []byte("warm")); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(ctx, "CLIENT", "PAUSE", "2000", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	var dropped, other atomic.Int64
+	n := maxQueuedPublishes + maxPipeline + 500
+	start := time.Now()
+	for i := range n {
+		pub.PublishAsync("user:a", []byte(fmt.Sprint(i)), func(err error) {
+			switch {
+			case errors.Is(err, errPublishQueueFull):
+				dropped.Add(1)
+			case err != nil:
+				other.Add(1)
+			}
+		})
+	}
+	if took := time.Since(start); took > publishTimeout/2 {
+		t.Fatalf("%d PublishAsync calls into a hung Redis took %v: they waited for it", n, took)
+	}
+	if dropped.Load() < 500 {
+		t.Fatalf("%d of %d publications dropped, want at least 500 (the queue holds %d, a pipeline %d)", dropped.Load(), n, maxQueuedPublishes, maxPipeline)
 	}
 }

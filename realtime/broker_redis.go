@@ -44,6 +44,8 @@ const (
 	maxQueuedPublishes = 4096
 	// maxPipeline is the most publications sent in one pipeline.
 	maxPipeline = 512
+	// dropLogInterval is the least time between two logs of dropped publications.
+	dropLogInterval = 10 * time.Second
 )
 
 // RedisBroker is a Broker on Redis pub/sub, for many replicas, on a single Redis
@@ -57,8 +59,10 @@ const (
 // "subscribe" confirmation for a channel it already had confirmed) and calls
 // BrokerEventHandler.HandleResubscribed, so the hub can catch up from its History.
 //
-// A request never waits on a Redis that is down: a publish is bounded by
-// publishTimeout, and one that fails while no other publish to its shard succeeded
+// A request never waits on a Redis that is down: a publish pipeline is bounded by
+// publishTimeout (a Publish also waits for the pipelines queued before its own; a
+// PublishAsync waits for nothing), and one that fails while no other publish to its
+// shard succeeded
 // marks the shard (the whole Redis, or the cluster bucket) down. While it is down, publishes to it are skipped at once (Publish returns
 // nil: what was skipped is in the event log, and the subscribers, whose connections to
 // that Redis broke too, catch up when they resubscribe). A probe brings the shard back;
@@ -72,9 +76,11 @@ type RedisBroker struct {
 	log     *slog.Logger
 
 	// Every publish goes through its bucket's queue (see publishQueue).
-	pmu     sync.Mutex
-	pqueues map[int]*publishQueue
-	pclosed bool
+	pmu           sync.Mutex
+	pqueues       map[int]*publishQueue
+	pclosed       bool
+	dropped       int       // publications dropped on a full queue since droppedLogged
+	droppedLogged time.Time // when drops were last logged
 
 	closeOnce sync.Once
 	closing   chan struct{} // closed by Close
@@ -352,8 +358,8 @@ func (b *RedisBroker) Unsubscribe(ctx context.Context, channels ...string) error
 }
 
 // Publish implements Broker. While the channel's shard is marked down it returns nil
-// at once (see RedisBroker); otherwise it waits at most publishTimeout for Redis,
-// plus the time the publications queued before it take.
+// at once (see RedisBroker); otherwise it waits for the publications queued before it
+// (each pipeline at most publishTimeout) and its own, or until ctx is done.
 func (b *RedisBroker) Publish(ctx context.Context, channel string, data []byte) error {
 	res := make(chan error, 1)
 	b.PublishAsync(channel, data, func(err error) { res <- err })
@@ -369,8 +375,10 @@ func (b *RedisBroker) Publish(ctx context.Context, channel string, data []byte) 
 // publication made before it to the same bucket (Publish or PublishAsync, any
 // goroutine; one bucket on a single Redis, a user's channel is always in the same one)
 // and returns; done, if not nil, is called with Publish's result once Redis answered,
-// on the bucket's publish goroutine (it must not block). A bucket's queue is bounded:
-// when maxQueuedPublishes wait, PublishAsync waits too.
+// on the bucket's publish goroutine, or at once on the caller's when the publication
+// is skipped (shard down), refused (ErrBrokerClosed) or dropped because
+// maxQueuedPublishes wait already (Redis is too slow to keep up); it must not block.
+// PublishAsync itself never waits for Redis.
 func (b *RedisBroker) PublishAsync(channel string, data []byte, done func(error)) {
 	bucket, wire := b.bucket(channel), b.wire(channel)
 	if b.skip(bucket, wire, data) {
@@ -379,12 +387,33 @@ func (b *RedisBroker) PublishAsync(channel string, data []byte, done func(error)
 		}
 		return
 	}
-	if q := b.publishQueue(bucket); q == nil || !q.add(queuedPub{bucket: bucket, wire: wire, data: data, done: done}) {
-		if done != nil {
-			done(ErrBrokerClosed)
-		}
+	err := ErrBrokerClosed
+	if q := b.publishQueue(bucket); q != nil {
+		err = q.add(queuedPub{bucket: bucket, wire: wire, data: data, done: done})
+	}
+	if err == errPublishQueueFull {
+		b.noteDropped()
+	}
+	if err != nil && done != nil {
+		done(err)
 	}
 }
+
+// noteDropped counts a publication dropped on a full queue and logs the drops at most
+// every dropLogInterval.
+func (b *RedisBroker) noteDropped() {
+	b.pmu.Lock()
+	defer b.pmu.Unlock()
+	b.dropped++
+	if now := time.Now(); now.Sub(b.droppedLogged) >= dropLogInterval {
+		b.log.Warn("realtime: redis is too slow for the publishes; dropped publications (sockets on other replicas read them from the event log)",
+			slog.Int("dropped", b.dropped), slog.Int("queue", maxQueuedPublishes))
+		b.droppedLogged, b.dropped = now, 0
+	}
+}
+
+// errPublishQueueFull is a publication dropped because its bucket's queue was full.
+var errPublishQueueFull = fmt.Errorf("redis publish: more than %d publications wait for Redis: dropped (sockets on other replicas read it from the event log)", maxQueuedPublishes)
 
 // publishQueue returns bucket's queue, started on first use; nil after Close.
 func (b *RedisBroker) publishQueue(bucket int) *publishQueue {
@@ -396,7 +425,6 @@ func (b *RedisBroker) publishQueue(bucket int) *publishQueue {
 	q := b.pqueues[bucket]
 	if q == nil {
 		q = &publishQueue{b: b, wake: make(chan struct{}, 1), done: make(chan struct{})}
-		q.space = sync.NewCond(&q.mu)
 		b.pqueues[bucket] = q
 		go q.run()
 	}
@@ -412,7 +440,6 @@ func (b *RedisBroker) closePublishQueues() {
 	for _, q := range qs {
 		q.mu.Lock()
 		q.closed = true
-		q.space.Broadcast()
 		close(q.wake)
 		q.mu.Unlock()
 	}
@@ -428,7 +455,6 @@ func (b *RedisBroker) closePublishQueues() {
 type publishQueue struct {
 	b      *RedisBroker
 	mu     sync.Mutex
-	space  *sync.Cond // signalled when publications left the queue
 	queue  []queuedPub
 	closed bool
 	wake   chan struct{} // cap 1: the queue has publications
@@ -443,22 +469,23 @@ type queuedPub struct {
 	done   func(error)
 }
 
-// add queues p, waiting while the queue is full; false once the queue is closed.
-func (q *publishQueue) add(p queuedPub) bool {
+// add queues p; ErrBrokerClosed once the queue is closed, errPublishQueueFull when
+// maxQueuedPublishes wait already (Redis is slow: the caller does not wait for it).
+func (q *publishQueue) add(p queuedPub) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for len(q.queue) >= maxQueuedPublishes && !q.closed {
-		q.space.Wait()
-	}
 	if q.closed {
-		return false
+		return ErrBrokerClosed
+	}
+	if len(q.queue) >= maxQueuedPublishes {
+		return errPublishQueueFull
 	}
 	q.queue = append(q.queue, p)
 	select {
 	case q.wake <- struct{}{}:
 	default: // run is due to look at the queue
 	}
-	return true
+	return nil
 }
 
 // run sends the queued publications, in order, until the queue is closed and empty:
@@ -477,7 +504,6 @@ func (q *publishQueue) run() {
 			if len(q.queue) == 0 {
 				q.queue = nil
 			}
-			q.space.Broadcast()
 			q.mu.Unlock()
 			if len(batch) == 0 {
 				break
@@ -508,10 +534,14 @@ func (b *RedisBroker) publishBatch(batch []queuedPub) {
 	if pipe.Len() > 0 {
 		_, _ = pipe.Exec(ctx) // each command has its error
 	}
+	var ok *atomic.Int64 // the batch's node (a bucket is one slot): looked up once
 	for i, p := range batch {
 		var err error
 		if cmds[i] != nil {
-			err = b.settle(p.bucket, p.wire, p.data, start, cmds[i].Err())
+			if ok == nil {
+				ok = b.okAt(p.wire)
+			}
+			err = b.settle(ok, p.bucket, p.wire, p.data, start, cmds[i].Err())
 		}
 		if p.done != nil {
 			p.done(err)
@@ -519,20 +549,20 @@ func (b *RedisBroker) publishBatch(batch []queuedPub) {
 	}
 }
 
-// settle notes the outcome of a publish sent at start: a failure marks the shard down
-// if Redis answered no other publish meanwhile (it is not just slow); a success marks
-// its node as answering.
-func (b *RedisBroker) settle(bucket int, wire string, data []byte, start time.Time, err error) error {
+// settle notes the outcome of a publish sent at start to the node whose lastOK is ok:
+// a failure marks the shard down if that node answered no other publish meanwhile (it
+// is not just slow); a success marks the node as answering.
+func (b *RedisBroker) settle(ok *atomic.Int64, bucket int, wire string, data []byte, start time.Time, err error) error {
 	if err != nil {
 		if errors.Is(err, redis.ErrClosed) {
 			return ErrBrokerClosed
 		}
-		if b.okAt(wire).Load() < start.UnixNano() {
+		if ok.Load() < start.UnixNano() {
 			b.markDown(bucket, wire, data, err)
 		}
 		return fmt.Errorf("redis publish %s: %w", wire, err)
 	}
-	if ok, now := b.okAt(wire), time.Now().UnixNano(); ok.Load() < now {
+	if now := time.Now().UnixNano(); ok.Load() < now {
 		ok.Store(now)
 	}
 	return nil
@@ -579,10 +609,15 @@ func (b *RedisBroker) skip(bucket int, wire string, data []byte) bool {
 
 // keepNudge keeps data as wire's nudge if it is sequenced (hmu held).
 func (b *RedisBroker) keepNudge(d *downShard, wire string, data []byte) {
-	if p, err := decodePublication(data); err != nil || p.Seq <= 0 {
+	p, err := decodePublication(data)
+	if err != nil || p.Seq <= 0 {
 		return
 	}
-	if _, ok := d.nudges[wire]; !ok {
+	if old, ok := d.nudges[wire]; ok {
+		if op, _ := decodePublication(old); op.Seq >= p.Seq {
+			return // an older one skipped late (it was queued): keep the newest
+		}
+	} else {
 		if b.nudgeLen >= maxNudges {
 			return // those channels' subscribers find the gap at their next event
 		}

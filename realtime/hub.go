@@ -215,7 +215,7 @@ func (h *Hub) Publish(ctx context.Context, user string, p Publication) error {
 	if ab, ok := h.broker.(asyncBroker); ok && p.Seq > 0 {
 		ab.PublishAsync(userChannel(user), encodePublication(wire), func(err error) {
 			h.cfg.Metrics.BrokerPublish(time.Since(start), err)
-			if err != nil && !errors.Is(err, ErrBrokerClosed) {
+			if err != nil && !errors.Is(err, ErrBrokerClosed) && !errors.Is(err, errPublishQueueFull) { // the broker logs drops
 				h.log.Warn("realtime: publish event", slog.String("user_id", user), slog.Int64("seq", p.Seq), slog.Any("error", err))
 			}
 		})

@@ -272,7 +272,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 // refused from T + UserCacheTTL on, whatever lookups were in flight at T. A request
 // that finds the entry past half its life looks the user up again in the background
 // (once at a time per user), so a user who keeps making requests is not looked up on
-// the request path once a second.
+// the request path once a second (but about twice a second in the background).
 func (v *Verifier) checkUser(ctx context.Context, id string) error {
 	now := time.Now()
 	v.kmu.Lock()
@@ -305,7 +305,11 @@ func (v *Verifier) refreshUser(id string) {
 	err := v.lookUpUser(ctx, id)
 	switch {
 	case err == nil:
-		v.rememberUser(id, start)
+		v.kmu.Lock()
+		if _, ok := v.known[id]; ok { // not forgotten (ForgetUser) meanwhile
+			v.known[id] = knownUser{until: start.Add(UserCacheTTL)}
+		}
+		v.kmu.Unlock()
 	case store.ErrorCode(err) == store.CodeUnauthorized: // gone
 		v.ForgetUser(id)
 	default: // the database failed: the entry expires, the next request looks it up

@@ -47,7 +47,8 @@ import (
 // written); once its batch was sent, the caller returns the context's error at once and
 // the change may or may not commit, as with any statement a client stops waiting for.
 // (A caller that sends its change itself waits for that statement, which runs until
-// the caller's deadline at most.)
+// the caller's deadline at most, or defaultBatchDeadline without one; it does not stop
+// for a cancellation.)
 // The batch itself runs until the latest deadline of its members: one caller's
 // cancellation never fails its neighbours.
 
@@ -124,9 +125,9 @@ func (b *batcher) submit(ctx context.Context, p *pending) error {
 			b.mu.Unlock()
 			go b.flushLoop(next)
 		}
-		return p.err
+	} else {
+		b.mu.Unlock()
 	}
-	b.mu.Unlock()
 	select {
 	case <-p.done:
 		return p.err
