@@ -389,7 +389,7 @@ func (b *RedisBroker) PublishAsync(channel string, data []byte, done func(error)
 	}
 	err := ErrBrokerClosed
 	if q := b.publishQueue(bucket); q != nil {
-		err = q.add(queuedPub{bucket: bucket, wire: wire, data: data, done: done})
+		err = q.add(queuedPub{wire: wire, data: data, done: done})
 	}
 	if err == errPublishQueueFull {
 		b.noteDropped()
@@ -424,7 +424,7 @@ func (b *RedisBroker) publishQueue(bucket int) *publishQueue {
 	}
 	q := b.pqueues[bucket]
 	if q == nil {
-		q = &publishQueue{b: b, wake: make(chan struct{}, 1), done: make(chan struct{})}
+		q = &publishQueue{b: b, bucket: bucket, wake: make(chan struct{}, 1), done: make(chan struct{})}
 		b.pqueues[bucket] = q
 		go q.run()
 	}
@@ -454,6 +454,7 @@ func (b *RedisBroker) closePublishQueues() {
 // that hangs holds up the buckets it serves only.
 type publishQueue struct {
 	b      *RedisBroker
+	bucket int
 	mu     sync.Mutex
 	queue  []queuedPub
 	closed bool
@@ -463,10 +464,9 @@ type publishQueue struct {
 
 // queuedPub is a publication waiting for its pipeline.
 type queuedPub struct {
-	bucket int
-	wire   string
-	data   []byte
-	done   func(error)
+	wire string
+	data []byte
+	done func(error)
 }
 
 // add queues p; ErrBrokerClosed once the queue is closed, errPublishQueueFull when
@@ -508,20 +508,20 @@ func (q *publishQueue) run() {
 			if len(batch) == 0 {
 				break
 			}
-			q.b.publishBatch(batch)
+			q.b.publishBatch(q.bucket, batch)
 		}
 	}
 }
 
-// publishBatch sends batch as one pipeline and answers its publications. Those whose
-// shard was marked down while they were queued are skipped, as in Publish.
-func (b *RedisBroker) publishBatch(batch []queuedPub) {
+// publishBatch sends batch, publications of bucket, as one pipeline and answers them.
+// If the bucket was marked down while they were queued, they are skipped, as in Publish.
+func (b *RedisBroker) publishBatch(bucket int, batch []queuedPub) {
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
 	pipe := b.client.Pipeline()
 	cmds := make([]*redis.IntCmd, len(batch))
 	for i, p := range batch {
-		if b.skip(p.bucket, p.wire, p.data) {
+		if b.skip(bucket, p.wire, p.data) {
 			continue
 		}
 		if b.cluster != nil {
@@ -541,7 +541,7 @@ func (b *RedisBroker) publishBatch(batch []queuedPub) {
 			if ok == nil {
 				ok = b.okAt(p.wire)
 			}
-			err = b.settle(ok, p.bucket, p.wire, p.data, start, cmds[i].Err())
+			err = b.settle(ok, bucket, p.wire, p.data, start, cmds[i].Err())
 		}
 		if p.done != nil {
 			p.done(err)

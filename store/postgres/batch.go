@@ -116,13 +116,7 @@ func (b *batcher) submit(ctx context.Context, p *pending) error {
 		batch := b.takeLocked()
 		b.mu.Unlock()
 		b.flush(batch)
-		b.mu.Lock()
-		if len(b.queue) == 0 {
-			b.running--
-			b.mu.Unlock()
-		} else {
-			next := b.takeLocked()
-			b.mu.Unlock()
+		if next := b.next(); next != nil {
 			go b.flushLoop(next)
 		}
 	} else {
@@ -158,17 +152,22 @@ func (b *batcher) takeLocked() []*pending {
 
 // flushLoop flushes batch, then the next ones queued meanwhile, until the queue is empty.
 func (b *batcher) flushLoop(batch []*pending) {
-	for {
+	for batch != nil {
 		b.flush(batch)
-		b.mu.Lock()
-		if len(b.queue) == 0 {
-			b.running--
-			b.mu.Unlock()
-			return
-		}
-		batch = b.takeLocked()
-		b.mu.Unlock()
+		batch = b.next()
 	}
+}
+
+// next takes the next batch off the queue for a flush that ended, or returns nil and
+// frees the flush when nothing is queued.
+func (b *batcher) next() []*pending {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.queue) == 0 {
+		b.running--
+		return nil
+	}
+	return b.takeLocked()
 }
 
 // flush writes the members of batch that are still wanted and answers them.
