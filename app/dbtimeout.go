@@ -55,21 +55,8 @@ func (b *boundedDB) GetUser(ctx context.Context, id string) (store.User, error) 
 	return bounded(ctx, b.timeout, func(ctx context.Context) (store.User, error) { return b.DB.GetUser(ctx, id) })
 }
 
-// UserExists is the store's, if it has one (the verifier's per-request check),
-// else GetUser's answer.
-func (b *boundedDB) UserExists(ctx context.Context, id string) (bool, error) {
-	return bounded(ctx, b.timeout, func(ctx context.Context) (bool, error) {
-		if ue, ok := b.DB.(interface {
-			UserExists(context.Context, string) (bool, error)
-		}); ok {
-			return ue.UserExists(ctx, id)
-		}
-		_, err := b.DB.GetUser(ctx, id)
-		if store.ErrorCode(err) == store.CodeNotFound {
-			return false, nil
-		}
-		return err == nil, err
-	})
+func (b *boundedDB) ExistingUsers(ctx context.Context, ids []string) ([]string, error) {
+	return bounded(ctx, b.timeout, func(ctx context.Context) ([]string, error) { return b.DB.ExistingUsers(ctx, ids) })
 }
 
 func (b *boundedDB) EnsureUser(ctx context.Context, email, name string) (store.User, error) {

@@ -15,6 +15,10 @@
 #   CF_HISTORY      history size per channel (default 100, 0: off), kept 300 s
 #   CF_BENCH_DIR    run dir (default /tmp/evo-bench-centrifugo)
 #   LOAD_FLAGS      more load tool flags
+#   PGBENCH_ALONGSIDE  pgbench change.sql at this rate during every change window (as
+#                   -pgbench-alongside): the durable PostgreSQL commit per change that Evo
+#                   makes and Centrifugo does not, on the same machine at the same time;
+#                   on database CF_BENCH_DB (default evo_bench_cf, dropped and created)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -72,7 +76,16 @@ done
 log "centrifugo $("$bin" version | head -1) on :${ports[0]} and :${ports[1]}, Redis engine (prefix $prefix), history $history"
 
 go build -o "$dir/load" ./bench/load
+alongside=()
+if [[ -n ${PGBENCH_ALONGSIDE:-} ]]; then
+	admin=${CLUSTER_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
+	db=${CF_BENCH_DB:-evo_bench_cf}
+	psql "$admin" -XqAc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+	psql "$admin" -XqAc "CREATE DATABASE $db" >/dev/null
+	alongside=(-pgbench-alongside "$PGBENCH_ALONGSIDE" -database-url "${admin%%/postgres\?*}/$db?sslmode=disable")
+	log "pgbench change.sql at $PGBENCH_ALONGSIDE/s alongside every change window, on database $db"
+fi
 # shellcheck disable=SC2086
-"$dir/load" -target centrifugo -centrifugo-secret "$secret" -centrifugo-api-key "$key" \
+"$dir/load" -target centrifugo "${alongside[@]}" -centrifugo-secret "$secret" -centrifugo-api-key "$key" \
 	-replicas "127.0.0.1:${ports[0]},127.0.0.1:${ports[1]}" -redis-url "" \
 	-shape "${SHAPES:-d,a,b,c}" -json "$dir/results.json" ${LOAD_FLAGS:-}

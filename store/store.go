@@ -164,6 +164,9 @@ func validateDescription(d *string) error {
 type DB interface {
 	// GetUser returns the user; CodeNotFound if there is none.
 	GetUser(ctx context.Context, id string) (User, error)
+	// ExistingUsers returns those of ids that are users, in one query (the token
+	// verifier's user check, for one user or for every user it remembers).
+	ExistingUsers(ctx context.Context, ids []string) ([]string, error)
 	// EnsureUser returns the user with this email, creating it if missing.
 	EnsureUser(ctx context.Context, email, name string) (User, error)
 

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -61,6 +62,22 @@ func testUsers(t *testing.T, db store.DB) {
 	}
 	if _, err := db.GetUser(ctx, "nobody"); store.ErrorCode(err) != store.CodeNotFound {
 		t.Fatalf("GetUser(nobody): got %v, want not_found", err)
+	}
+	u2 := storetest.User(t, db)
+	for _, tt := range []struct {
+		ids, want []string
+	}{
+		{[]string{u.ID}, []string{u.ID}},
+		{[]string{"nobody"}, nil},
+		{[]string{"", u2.ID, "nobody", u.ID}, []string{u.ID, u2.ID}},
+		{nil, nil},
+	} {
+		found, err := db.ExistingUsers(ctx, tt.ids)
+		slices.Sort(found)
+		want := slices.Sorted(slices.Values(tt.want))
+		if err != nil || !slices.Equal(found, want) {
+			t.Errorf("ExistingUsers(%q): got %q, %v; want %q", tt.ids, found, err, want)
+		}
 	}
 }
 

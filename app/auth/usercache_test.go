@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,12 +20,12 @@ type countingUsers struct {
 	hold    atomic.Pointer[chan struct{}]
 }
 
-func (c *countingUsers) UserExists(ctx context.Context, id string) (bool, error) {
+func (c *countingUsers) ExistingUsers(ctx context.Context, ids []string) ([]string, error) {
 	c.lookups.Add(1)
 	if h := c.hold.Load(); h != nil {
 		<-*h
 	}
-	return c.DB.UserExists(ctx, id)
+	return c.DB.ExistingUsers(ctx, ids)
 }
 
 // TestVerifierUserCache: a user's token used again and again costs one user lookup per
@@ -50,8 +51,8 @@ func TestVerifierUserCache(t *testing.T) {
 			}
 		}
 	}
-	// Each replica looks the user up once, and again only after a TTL has passed.
-	if n, most := users.lookups.Load(), 2*(1+int64(time.Since(start)/UserCacheTTL)); n > most {
+	// Each replica looks the user up once, and again in the background twice a TTL.
+	if n, most := users.lookups.Load(), 2*(1+int64(2*time.Since(start)/UserCacheTTL)); n > most {
 		t.Fatalf("100 verifications made %d user lookups, want at most %d", n, most)
 	}
 
@@ -84,11 +85,10 @@ func TestVerifierUserCache(t *testing.T) {
 	}
 }
 
-// TestVerifierUserCacheRefreshesAhead: a user who keeps making requests is looked up
-// again in the background before the cache entry expires, so no request waits for the
-// lookup (here: the lookups hang, and the requests still pass), and the refreshed entry
-// outlives the first one.
-func TestVerifierUserCacheRefreshesAhead(t *testing.T) {
+// TestVerifierUserCacheRefreshedInBackground: a user who made a request is looked up
+// again in the background before the cache entry expires, so a later request does not
+// wait for the database (here: it hangs by then, and the request still passes).
+func TestVerifierUserCacheRefreshedInBackground(t *testing.T) {
 	ctx := context.Background()
 	fi := newFakeIssuer(t)
 	users := &countingUsers{DB: storetest.Postgres(t)}
@@ -99,44 +99,63 @@ func TestVerifierUserCacheRefreshesAhead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// verify fails the test if Verify waits for the held lookup.
-	verify := func(what string) {
-		t.Helper()
-		errc := make(chan error, 1)
-		go func() { _, err := v.Verify(ctx, tok); errc <- err }()
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Fatalf("%s: %v", what, err)
-			}
-		case <-time.After(UserCacheTTL / 4):
-			t.Fatalf("%s: Verify waited for the user lookup", what)
-		}
-	}
-	first := time.Now()
 	if _, err := v.Verify(ctx, tok); err != nil {
 		t.Fatal(err)
 	}
+	// Longer than the entry the request made lives: refreshes kept it fresh.
+	time.Sleep(UserCacheTTL * 5 / 2)
+	if n := users.lookups.Load(); n < 3 {
+		t.Fatalf("%d user lookups in %v, want the request's and the background's (2 a second)", n, UserCacheTTL*5/2)
+	}
 	hold := make(chan struct{})
 	users.hold.Store(&hold)
-	time.Sleep(time.Until(first.Add(UserCacheTTL * 6 / 10)))
-	verify("past half the entry's life, the database hanging")
-	for users.lookups.Load() != 2 { // the background lookup
-		if time.Since(first) > UserCacheTTL {
-			t.Fatalf("%d lookups by the time the entry expired, want 2", users.lookups.Load())
+	defer close(hold)
+	errc := make(chan error, 1)
+	go func() { _, err := v.Verify(ctx, tok); errc <- err }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(time.Millisecond)
+	case <-time.After(UserCacheTTL / 4):
+		t.Fatal("Verify waited for the user lookup")
 	}
-	users.hold.Store(nil)
-	close(hold) // the refresh answers: the user exists
-	time.Sleep(time.Until(first.Add(UserCacheTTL * 11 / 10)))
-	// The first entry has expired; the refreshed one, from its lookup (at 0.6 TTL or
-	// later), has not.
-	if time.Since(first) >= UserCacheTTL*3/2 {
-		t.Skip("the machine was too slow for this timing")
+}
+
+// TestVerifierRefreshUsers: one background refresh asks for every known user in one
+// query per usersPerLookup, keeps those that exist, forgets those that do not and those
+// not used within UserKeepWarm, and reports when none is left.
+func TestVerifierRefreshUsers(t *testing.T) {
+	users := &countingUsers{DB: storetest.Postgres(t)}
+	v := NewVerifier(Config{JWKSURL: "http://127.0.0.1:1/jwks"}, users, storetest.Quiet())
+	now := time.Now()
+	real := []string{storetest.User(t, users).ID, storetest.User(t, users).ID, storetest.User(t, users).ID}
+	idle := storetest.User(t, users).ID
+	v.known = map[string]knownUser{idle: {until: now.Add(UserCacheTTL), used: now.Add(-UserKeepWarm - time.Second)}}
+	for _, id := range real {
+		v.known[id] = knownUser{until: now.Add(UserCacheTTL / 10), used: now}
 	}
-	hold2 := make(chan struct{})
-	users.hold.Store(&hold2)
-	defer close(hold2)
-	verify("after the first entry expired")
+	for i := range 2*usersPerLookup + 500 {
+		v.known[fmt.Sprintf("GONE%028d", i)] = knownUser{until: now.Add(UserCacheTTL), used: now}
+	}
+	if !v.refreshUsers() {
+		t.Fatal("refreshUsers reported no user left")
+	}
+	if n := users.lookups.Load(); n != 3 {
+		t.Errorf("%d users refreshed in %d queries, want 3", 2*usersPerLookup+503, n)
+	}
+	if len(v.known) != len(real) {
+		t.Errorf("%d users left in the cache, want the %d that exist and were used", len(v.known), len(real))
+	}
+	for _, id := range real {
+		if e := v.known[id]; time.Until(e.until) < UserCacheTTL*9/10 {
+			t.Errorf("user %s trusted for %v more, want about %v", id, time.Until(e.until), UserCacheTTL)
+		}
+	}
+	for _, id := range real {
+		v.known[id] = knownUser{until: now.Add(UserCacheTTL), used: now.Add(-UserKeepWarm - time.Second)}
+	}
+	if v.refreshUsers() || len(v.known) != 0 {
+		t.Errorf("all users idle for over %v: %d left, want none and the loop ended", UserKeepWarm, len(v.known))
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -38,14 +39,8 @@ type Claims struct {
 
 // Users is what the verifier needs of the store.
 type Users interface {
-	GetUser(ctx context.Context, id string) (store.User, error)
-}
-
-// userExistence is a Users that can also say whether a user exists without reading
-// the user's row (store/postgres): the verifier then uses it for its per-request
-// check.
-type userExistence interface {
-	UserExists(ctx context.Context, id string) (bool, error)
+	// ExistingUsers returns those of ids that are users.
+	ExistingUsers(ctx context.Context, ids []string) ([]string, error)
 }
 
 // Config configures a Verifier.
@@ -106,17 +101,26 @@ type Verifier struct {
 	verified map[[sha256.Size]byte]verifiedToken
 
 	// known remembers users found to exist, until when (see checkUser).
-	kmu   sync.Mutex
-	known map[string]knownUser
+	kmu        sync.Mutex
+	known      map[string]knownUser
+	refreshing bool // refreshLoop runs
 }
 
 // knownUser is a user found to exist.
 type knownUser struct {
-	until      time.Time // trusted until then
-	refreshing bool      // a background lookup runs
+	until time.Time // trusted until then
+	used  time.Time // last request that relied on it
 }
 
-// userRefreshTimeout bounds a background lookup of a known user.
+// UserKeepWarm is how long after its last request a user stays in the user cache,
+// looked up again in the background (see refreshUsers); a user who comes back later
+// is looked up on the request path once.
+const UserKeepWarm = time.Minute
+
+// usersPerLookup is the most users one background lookup asks for.
+const usersPerLookup = 1000
+
+// userRefreshTimeout bounds a background lookup of the known users.
 const userRefreshTimeout = 5 * time.Second
 
 // UserCacheTTL is how long a user found to exist is trusted without asking the database
@@ -268,25 +272,23 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 }
 
 // checkUser checks that the token's user exists. A user found to exist is not looked up
-// again for UserCacheTTL, counted from before the lookup: a user deleted at time T is
-// refused from T + UserCacheTTL on, whatever lookups were in flight at T. A request
-// that finds the entry past half its life looks the user up again in the background
-// (once at a time per user), so a user who keeps making requests is not looked up on
-// the request path once a second (but about twice a second in the background).
+// again on the request path for UserCacheTTL, counted from before the lookup: a user
+// deleted at time T is refused from T + UserCacheTTL on, whatever lookups were in
+// flight at T. Meanwhile refreshLoop looks every user used within UserKeepWarm up
+// again, all of them in one query, every UserCacheTTL/2, and extends their entries:
+// a user who keeps making requests is looked up on the request path once, not once a
+// second, and the database sees two queries a second per replica (per 1,000 users),
+// not one per request.
 func (v *Verifier) checkUser(ctx context.Context, id string) error {
 	now := time.Now()
 	v.kmu.Lock()
 	e, ok := v.known[id]
 	fresh := ok && now.Before(e.until)
-	refresh := fresh && !e.refreshing && e.until.Sub(now) < UserCacheTTL/2
-	if refresh {
-		e.refreshing = true
+	if fresh {
+		e.used = now
 		v.known[id] = e
 	}
 	v.kmu.Unlock()
-	if refresh {
-		go v.refreshUser(id)
-	}
 	if fresh {
 		return nil
 	}
@@ -297,39 +299,80 @@ func (v *Verifier) checkUser(ctx context.Context, id string) error {
 	return nil
 }
 
-// refreshUser looks up a known user again, off the request path.
-func (v *Verifier) refreshUser(id string) {
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), userRefreshTimeout)
-	defer cancel()
-	err := v.lookUpUser(ctx, id)
-	switch {
-	case err == nil:
-		v.kmu.Lock()
-		if _, ok := v.known[id]; ok { // not forgotten (ForgetUser) meanwhile
-			v.known[id] = knownUser{until: start.Add(UserCacheTTL)}
-		}
-		v.kmu.Unlock()
-	case store.ErrorCode(err) == store.CodeUnauthorized: // gone
-		v.ForgetUser(id)
-	default: // the database failed: the entry expires, the next request looks it up
-		v.kmu.Lock()
-		if e, ok := v.known[id]; ok {
-			e.refreshing = false
-			v.known[id] = e
-		}
-		v.kmu.Unlock()
-	}
-}
-
-// rememberUser notes that id existed at time at.
+// rememberUser notes that id existed at time at, and starts refreshLoop if it does not
+// run.
 func (v *Verifier) rememberUser(id string, at time.Time) {
 	v.kmu.Lock()
 	defer v.kmu.Unlock()
 	if v.known == nil || len(v.known) >= maxKnownUsers {
 		v.known = make(map[string]knownUser)
 	}
-	v.known[id] = knownUser{until: at.Add(UserCacheTTL)}
+	e := v.known[id]
+	v.known[id] = knownUser{until: maxTime(e.until, at.Add(UserCacheTTL)), used: time.Now()}
+	if !v.refreshing {
+		v.refreshing = true
+		go v.refreshLoop()
+	}
+}
+
+// refreshLoop runs refreshUsers every UserCacheTTL/2 until no user is left to refresh.
+func (v *Verifier) refreshLoop() {
+	tick := time.NewTicker(UserCacheTTL / 2)
+	defer tick.Stop()
+	for range tick.C {
+		if !v.refreshUsers() {
+			return
+		}
+	}
+}
+
+// refreshUsers looks up again, usersPerLookup at a time, every known user used within
+// UserKeepWarm: one found is trusted for UserCacheTTL from before its lookup, one gone
+// is forgotten (its next request is refused). Users not used for longer are forgotten.
+// If the database fails, the entries are left to expire: their next requests look
+// them up, and fail as the database does. It reports whether any user is left; if none
+// is, refreshLoop ends (rememberUser starts it again).
+func (v *Verifier) refreshUsers() bool {
+	now := time.Now()
+	v.kmu.Lock()
+	ids := make([]string, 0, len(v.known))
+	for id, e := range v.known {
+		if now.Sub(e.used) > UserKeepWarm {
+			delete(v.known, id)
+			continue
+		}
+		ids = append(ids, id)
+	}
+	if len(ids) == 0 {
+		v.refreshing = false
+	}
+	v.kmu.Unlock()
+	for chunk := range slices.Chunk(ids, usersPerLookup) {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), userRefreshTimeout)
+		found, err := v.users.ExistingUsers(ctx, chunk)
+		cancel()
+		if err != nil {
+			continue
+		}
+		exists := make(map[string]bool, len(found))
+		for _, id := range found {
+			exists[id] = true
+		}
+		v.kmu.Lock()
+		for _, id := range chunk {
+			switch e, ok := v.known[id]; {
+			case !ok: // forgotten meanwhile (ForgetUser): not brought back
+			case exists[id]:
+				e.until = maxTime(e.until, start.Add(UserCacheTTL))
+				v.known[id] = e
+			default:
+				delete(v.known, id)
+			}
+		}
+		v.kmu.Unlock()
+	}
+	return len(ids) > 0
 }
 
 // ForgetUser drops id from the user cache: the next token of that user looks the user
@@ -343,21 +386,12 @@ func (v *Verifier) ForgetUser(id string) {
 
 // lookUpUser asks the store whether the user exists.
 func (v *Verifier) lookUpUser(ctx context.Context, id string) error {
-	if ue, ok := v.users.(userExistence); ok {
-		exists, err := ue.UserExists(ctx, id)
-		switch {
-		case err != nil:
-			return fmt.Errorf("look up token user: %w", err)
-		case !exists:
-			return unauthorized("token user does not exist")
-		}
-		return nil
-	}
-	if _, err := v.users.GetUser(ctx, id); err != nil {
-		if store.ErrorCode(err) == store.CodeNotFound {
-			return unauthorized("token user does not exist")
-		}
+	found, err := v.users.ExistingUsers(ctx, []string{id})
+	switch {
+	case err != nil:
 		return fmt.Errorf("look up token user: %w", err)
+	case !slices.Contains(found, id):
+		return unauthorized("token user does not exist")
 	}
 	return nil
 }
@@ -413,6 +447,13 @@ func (v *Verifier) remember(sum [sha256.Size]byte, claims Claims) {
 
 func minTime(a, b time.Time) time.Time {
 	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
 		return a
 	}
 	return b

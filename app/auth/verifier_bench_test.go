@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -13,11 +14,11 @@ import (
 // verifier's own cost (parse, key lookup, signature, claims) from the user lookup.
 type knownUsers struct{ u store.User }
 
-func (k knownUsers) GetUser(_ context.Context, id string) (store.User, error) {
-	if id != k.u.ID {
-		return store.User{}, store.Errorf(store.CodeNotFound, "user not found")
+func (k knownUsers) ExistingUsers(_ context.Context, ids []string) ([]string, error) {
+	if slices.Contains(ids, k.u.ID) {
+		return []string{k.u.ID}, nil
 	}
-	return k.u, nil
+	return nil, nil
 }
 
 // BenchmarkVerify verifies an EdDSA token with a warm key cache (the JWKS was fetched

@@ -62,6 +62,7 @@ type config struct {
 	restRate     float64
 	pgbench      string
 	pgbenchDir   string
+	alongside    float64 // pgbench change.sql at this rate during every change window (0: none)
 
 	redisURL    string
 	redisPrefix string
@@ -113,6 +114,7 @@ func run() error {
 	flag.Float64Var(&c.restRate, "rest-rate", 300, "rest: also compare a create at this fixed rate with pgbench -R of change.sql, p50 to p50 (0: don't)")
 	flag.StringVar(&c.pgbench, "pgbench", "pgbench", "pgbench binary")
 	flag.StringVar(&c.pgbenchDir, "pgbench-dir", "bench/pgbench", "directory of list.sql and change.sql")
+	flag.Float64Var(&c.alongside, "pgbench-alongside", 0, "run pgbench change.sql at this rate (-R) on -database-url during every change window and report its statements' p50 and p99 (for -target centrifugo: what a durable PostgreSQL commit per change costs on the same machine; the database is migrated and given the -rest-users users)")
 	flag.StringVar(&c.redisURL, "redis-url", cmp.Or(os.Getenv("REDIS_URL"), "redis://127.0.0.1:6379/0"), "the replicas' REDIS_URL: the tool also subscribes to its users' channels to count publications Redis delivers out of seq order (empty: don't)")
 	flag.StringVar(&c.redisPrefix, "redis-prefix", "evo:", "the replicas' Redis channel prefix")
 	flag.StringVar(&c.fakeLLM, "fake-llm", "", "shape agent: serve a fake OpenAI-compatible model on this host:port (the replicas' LLM_BASE_URL is http://<it>/v1)")
@@ -163,6 +165,8 @@ func run() error {
 		return errors.New("-target centrifugo needs -centrifugo-secret and -centrifugo-api-key")
 	case !evo && slices.ContainsFunc(c.shapes, func(s string) bool { return !slices.Contains([]string{"a", "b", "c", "d", "custom"}, s) }):
 		return errors.New("-target centrifugo: only shapes a, b, c, d and custom")
+	case c.alongside > 0 && c.databaseURL == "":
+		return errors.New("-pgbench-alongside needs -database-url")
 	case evo && c.databaseURL == "":
 		return errors.New("-database-url (or DATABASE_URL) is required: users are created there")
 	case evo && c.publicURL == "":
@@ -276,6 +280,7 @@ type result struct {
 	RSSKBPerSock float64 // (RSS after connect - before) / sockets, all replicas
 	RSSPerServer []string
 	CPU          cpuUse
+	Alongside    *restResult // -pgbench-alongside: pgbench's change.sql during the window
 	Target       string
 	Met          bool
 	Notes        []string
@@ -321,14 +326,27 @@ func newRunner(ctx context.Context, c config) (*runner, error) {
 	}
 	r.cpu = newCPUTracker(groups)
 	if r.cf != nil {
+		if c.alongside > 0 {
+			if err := pgbenchUsers(ctx, c.databaseURL, c.restUsers); err != nil {
+				r.cpu.Close()
+				return nil, err
+			}
+		}
 		return r, nil
 	}
+
 	if r.setup, err = newSetup(ctx, c.databaseURL, c.dataDir, c.publicURL); err != nil {
 		r.cpu.Close()
 		return nil, err
 	}
 	if c.fakeLLM != "" {
 		if r.llm, err = startFakeLLM(c.fakeLLM, c.agentTokens, c.agentInterval, c.agentChats*c.agentTokens*2+1000); err != nil {
+			r.Close()
+			return nil, err
+		}
+	}
+	if c.alongside > 0 {
+		if _, err := r.setup.restUsers(ctx, c.restUsers, time.Hour); err != nil {
 			r.Close()
 			return nil, err
 		}
@@ -523,10 +541,26 @@ func (r *runner) window(ctx context.Context, name string, cn *connected, ch *cha
 	r.progress("shape %s: %.0f changes/s for %v", name, rate, dur)
 	m0 := r.scrape(ctx)
 	c0 := r.cpu.sample()
+	var pg chan restResult
+	if r.c.alongside > 0 {
+		pg = make(chan restResult, 1)
+		go func() {
+			res, err := pgbenchRate(ctx, r.c.pgbench, r.c.databaseURL, filepath.Join(r.c.pgbenchDir, "change.sql"), r.c.alongside, 8, r.c.restUsers, dur)
+			if err != nil {
+				res.FirstErr = err.Error()
+			}
+			pg <- res
+		}()
+	}
 	st := ch.run(ctx, m, rate, dur, r.c.inflight, cn.f.perUser)
 	deadline := time.Now().Add(r.c.drain)
 	for m.received.Load() < st.expected && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
+	}
+	var alongside *restResult
+	if pg != nil {
+		res := <-pg
+		alongside = &res
 	}
 	c1 := r.cpu.sample()
 	m1 := r.scrape(ctx)
@@ -545,6 +579,14 @@ func (r *runner) window(ctx context.Context, name string, cn *connected, ch *cha
 		if x.PubGaps > 0 {
 			x.Notes = append(x.Notes, fmt.Sprintf("Redis delivered %d of %d publications after a later seq of the same user (%.1f%%): each replica holds such a publication until the missing one comes (events held, below)",
 				x.PubGaps, x.Published, 100*float64(x.PubGaps)/float64(x.Published)))
+		}
+	}
+	if res := alongside; res != nil {
+		x.Alongside = res
+		if res.FirstErr != "" {
+			x.Notes = append(x.Notes, "pgbench alongside: "+res.FirstErr)
+		} else {
+			x.Notes = append(x.Notes, fmt.Sprintf("pgbench change.sql alongside at %.0f/s (%.0f tps): statement p50 %v, p99 %v", r.c.alongside, res.TPS, res.P50, res.P99))
 		}
 	}
 	if note := metricsNote(m0, m1); note != "" {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"time"
@@ -108,20 +109,49 @@ func restUserID(i int) string { return fmt.Sprintf("BENCHREST%023d", i) }
 // restUsers returns n users with deterministic ids (see restUserID), inserting the
 // missing ones, with tokens valid for ttl.
 func (s *setup) restUsers(ctx context.Context, n int, ttl time.Duration) ([]benchUser, error) {
+	if err := insertRESTUsers(ctx, s.db, n); err != nil {
+		return nil, err
+	}
 	out := make([]benchUser, n)
 	for i := range n {
-		u := store.User{ID: restUserID(i + 1), Email: fmt.Sprintf("rest-%05d@bench.evo.test", i+1), Name: fmt.Sprintf("rest %d", i+1)}
-		_, err := s.db.Pool().Exec(ctx, `
-			INSERT INTO "user" (id, email, name, "emailVerified", "createdAt", "updatedAt")
-			VALUES ($1, $2, $3, false, now(), now()) ON CONFLICT DO NOTHING`, u.ID, u.Email, u.Name)
-		if err != nil {
-			return nil, fmt.Errorf("insert REST user: %w", err)
-		}
-		tok, err := s.issuer.Token(u, ttl)
+		tok, err := s.issuer.Token(restUser(i), ttl)
 		if err != nil {
 			return nil, err
 		}
-		out[i] = benchUser{ID: u.ID, Token: tok}
+		out[i] = benchUser{ID: restUserID(i + 1), Token: tok}
 	}
 	return out, nil
+}
+
+// restUser is REST user i (from 0).
+func restUser(i int) store.User {
+	return store.User{ID: restUserID(i + 1), Email: fmt.Sprintf("rest-%05d@bench.evo.test", i+1), Name: fmt.Sprintf("rest %d", i+1)}
+}
+
+// insertRESTUsers inserts the first n REST users where missing.
+func insertRESTUsers(ctx context.Context, db *postgres.DB, n int) error {
+	for i := range n {
+		u := restUser(i)
+		_, err := db.Pool().Exec(ctx, `
+			INSERT INTO "user" (id, email, name, "emailVerified", "createdAt", "updatedAt")
+			VALUES ($1, $2, $3, false, now(), now()) ON CONFLICT DO NOTHING`, u.ID, u.Email, u.Name)
+		if err != nil {
+			return fmt.Errorf("insert REST user: %w", err)
+		}
+	}
+	return nil
+}
+
+// pgbenchUsers readies databaseURL for -pgbench-alongside without an Evo running on it
+// (-target centrifugo): Evo's schema, and the REST users the pgbench scripts name.
+func pgbenchUsers(ctx context.Context, databaseURL string, n int) error {
+	db, err := postgres.Open(ctx, databaseURL, 2)
+	if err != nil {
+		return fmt.Errorf("-database-url: %w", err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx, slog.New(slog.DiscardHandler)); err != nil {
+		return err
+	}
+	return insertRESTUsers(ctx, db, n)
 }

@@ -116,21 +116,22 @@ func (f *fleet) connect(ctx context.Context, wsURLs []string, users []benchUser,
 				s, err = dialAndGreet(ctx, d, wsURLs[r], users[u].Token)
 			}
 			<-sem
-			wg.Done()
-			if err != nil {
-				f.mu.Lock()
-				f.errs[err.Error()]++
-				f.mu.Unlock()
-				return
-			}
-			okCount.Add(1)
+			// Counted before wg.Done: connect's caller reads the counts once wg is done.
 			f.mu.Lock()
-			f.socks = append(f.socks, s)
-			f.perUser[u]++
-			f.perServer[r]++
-			f.readers.Add(1)
+			if err != nil {
+				f.errs[err.Error()]++
+			} else {
+				okCount.Add(1)
+				f.socks = append(f.socks, s)
+				f.perUser[u]++
+				f.perServer[r]++
+				f.readers.Add(1)
+			}
 			f.mu.Unlock()
-			f.read(s)
+			wg.Done()
+			if err == nil {
+				f.read(s)
+			}
 		}()
 	}
 	wg.Wait()

@@ -101,12 +101,14 @@ func (db *DB) GetUser(ctx context.Context, id string) (store.User, error) {
 	return u, wrap("get user", err)
 }
 
-// UserExists reports whether the user exists: GetUser for callers that need only
-// that (the token verifier, on every request), with no row to decode.
-func (db *DB) UserExists(ctx context.Context, id string) (bool, error) {
-	var ok bool
-	err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM "user" WHERE id = $1)`, id).Scan(&ok)
-	return ok, wrap("get user", err)
+// ExistingUsers returns those of ids that are users.
+func (db *DB) ExistingUsers(ctx context.Context, ids []string) ([]string, error) {
+	rows, err := db.pool.Query(ctx, `SELECT id FROM "user" WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return nil, wrap("get users", err)
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return found, wrap("get users", err)
 }
 
 // EnsureUser returns the user with this email, creating it if missing. It

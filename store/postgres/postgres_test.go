@@ -445,24 +445,3 @@ func compact(b []byte) []byte {
 	}
 	return buf.Bytes()
 }
-
-func TestUserExists(t *testing.T) {
-	ctx := context.Background()
-	db := storetest.Postgres(t)
-	u := storetest.User(t, db)
-	for _, tt := range []struct {
-		name, id string
-		want     bool
-	}{
-		{"OK", u.ID, true},
-		{"Missing", "NOSUCHUSER0000000000000000000000", false},
-		{"Empty", "", false},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := db.UserExists(ctx, tt.id)
-			if err != nil || got != tt.want {
-				t.Errorf("UserExists(%q) = %v, %v; want %v", tt.id, got, err, tt.want)
-			}
-		})
-	}
-}

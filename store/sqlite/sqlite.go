@@ -70,6 +70,28 @@ func (db *DB) GetUser(ctx context.Context, id string) (store.User, error) {
 	return u, wrap("get user", err)
 }
 
+// ExistingUsers returns those of ids that are users.
+func (db *DB) ExistingUsers(ctx context.Context, ids []string) ([]string, error) {
+	list, err := json.Marshal(ids)
+	if err != nil {
+		return nil, fmt.Errorf("get users: %w", err)
+	}
+	rows, err := db.db.QueryContext(ctx, `SELECT id FROM "user" WHERE id IN (SELECT value FROM json_each(?))`, string(list))
+	if err != nil {
+		return nil, wrap("get users", err)
+	}
+	defer rows.Close()
+	var found []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, wrap("get users", err)
+		}
+		found = append(found, id)
+	}
+	return found, wrap("get users", rows.Err())
+}
+
 // EnsureUser returns the user with this email, creating it if missing.
 func (db *DB) EnsureUser(ctx context.Context, email, name string) (store.User, error) {
 	now := store.Now()
