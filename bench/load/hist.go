@@ -1,7 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"math/bits"
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -66,6 +68,47 @@ func (h *hist) Quantile(q float64) time.Duration {
 		}
 	}
 	return h.Max()
+}
+
+// SumQuantile returns the q quantile (0..1) of X+Y, X drawn from h and Y from o
+// independently: the exact convolution of the two histograms, at bucket upper bounds.
+// E.g. the latency of a server that makes a statement like pgbench's (h) and then
+// delivers like Centrifugo (o), doing nothing else.
+func (h *hist) SumQuantile(o *hist, q float64) time.Duration {
+	type bucket struct {
+		us int64
+		n  uint64
+	}
+	nonEmpty := func(h *hist) []bucket {
+		var out []bucket
+		for i := range h.counts {
+			if n := h.counts[i].Load(); n > 0 {
+				out = append(out, bucket{min(upper(i), h.max.Load()), n})
+			}
+		}
+		return out
+	}
+	a, b := nonEmpty(h), nonEmpty(o)
+	sums := make([]bucket, 0, len(a)*len(b))
+	var total uint64
+	for _, x := range a {
+		for _, y := range b {
+			sums = append(sums, bucket{x.us + y.us, x.n * y.n})
+			total += x.n * y.n
+		}
+	}
+	if total == 0 {
+		return 0
+	}
+	slices.SortFunc(sums, func(x, y bucket) int { return cmp.Compare(x.us, y.us) })
+	rank := max(uint64(q*float64(total)+0.5), 1)
+	var seen uint64
+	for _, s := range sums {
+		if seen += s.n; seen >= rank {
+			return time.Duration(s.us) * time.Microsecond
+		}
+	}
+	return time.Duration(sums[len(sums)-1].us) * time.Microsecond
 }
 
 // Max returns the largest latency recorded.

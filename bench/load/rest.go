@@ -28,6 +28,7 @@ type restResult struct {
 	FirstErr string
 	P50, P99 time.Duration
 	CPU      cpuUse
+	lat      *hist // pgbenchRate: the statements' latencies
 }
 
 // callTimeout bounds each REST call of the tool.
@@ -234,7 +235,7 @@ func pgbenchRate(ctx context.Context, bin, databaseURL, script string, rate floa
 		res.TPS, _ = strconv.ParseFloat(m[1], 64)
 	}
 	logs, _ := filepath.Glob(filepath.Join(dir, "tx*"))
-	var lat hist
+	lat := new(hist)
 	for _, name := range logs {
 		data, err := os.ReadFile(name)
 		if err != nil {
@@ -258,6 +259,6 @@ func pgbenchRate(ctx context.Context, bin, databaseURL, script string, rate floa
 	if res.Requests == 0 {
 		return res, fmt.Errorf("pgbench %s: no transaction log in %s", script, dir)
 	}
-	res.P50, res.P99 = lat.Quantile(0.50), lat.Quantile(0.99)
+	res.P50, res.P99, res.lat = lat.Quantile(0.50), lat.Quantile(0.99), lat
 	return res, nil
 }
