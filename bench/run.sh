@@ -12,7 +12,8 @@
 #                       here (default evo_bench)
 #   BENCH_RESULTS       JSON results file (default $BENCH_CLUSTER_DIR/results.json)
 #   FAKE_LLM_PORT       port of the load tool's fake model (shape agent; default 8099)
-# A cluster already running in BENCH_CLUSTER_DIR is used as it is, and left running.
+# A cluster already running in BENCH_CLUSTER_DIR is used as it is, and left running
+# (with EVO_BIN set, that is refused: the running binary would be measured instead).
 # The replicas get WS_MAX_CONNS_PER_USER=1000 (shape c puts 500 sockets of one user on
 # each), RATE_LIMIT_WRITES and CHAT_RATE_LIMIT high enough never to refuse (see below),
 # the load tool's fake model (LLM_*), and the hard RLIMIT_NOFILE (shapes b and d hold
@@ -43,6 +44,12 @@ log "RLIMIT_NOFILE for the replicas and the load tool: $(ulimit -n)"
 
 started=
 if deploy/cluster.sh status >/dev/null 2>&1; then
+	if [[ -n ${EVO_BIN:-} ]]; then
+		# The running replicas' binary would be measured, not EVO_BIN's.
+		log "EVO_BIN is set, but a cluster already runs in $CLUSTER_DIR with its own binary:"
+		log "stop it first (CLUSTER_DIR=$CLUSTER_DIR deploy/cluster.sh stop) or unset EVO_BIN"
+		exit 1
+	fi
 	log "using the cluster running in $CLUSTER_DIR"
 else
 	log "dropping and creating database $db"
