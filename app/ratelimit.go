@@ -6,6 +6,7 @@ import (
 	"math"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -33,7 +34,8 @@ import (
 // full bucket (leases are dropped after leaseTTL). A limit that cannot reach Redis
 // lets the request through and logs a warning: the limit protects the
 // server, and Redis trouble should not stop the app. While the broker knows
-// Redis is down (RedisBroker.Down) the limits do not ask it at all.
+// Redis is down (RedisBroker.Down), and for failSkip after a check failed (before
+// the broker noticed), the limits do not ask it at all.
 
 // Surfaces of the rate limits: the "surface" label of evo_rate_limited_total,
 // and the Redis key of the limits counted there.
@@ -42,6 +44,11 @@ const (
 	surfaceChat   = "chat"   // chat messages (POST /api/chat and chat frames)
 	surfaceWS     = "ws"     // inbound WebSocket frames (WS_RATE_LIMIT, counted by the hub)
 )
+
+// failSkip is how long a limit lets requests through without asking Redis after a
+// check failed: the requests that come before the broker marks Redis down do not
+// each wait for a failing call.
+const failSkip = time.Second
 
 // limitTimeout bounds the Redis round trip of one check.
 const limitTimeout = 2 * time.Second
@@ -63,6 +70,7 @@ type userLimit struct {
 	leases    *leases             // with redis: tokens taken from Redis, not yet spent
 	prefix    string              // REDIS_PREFIX
 	redisDown func() bool         // Redis is known down: let requests through without asking it
+	failedAt  atomic.Int64        // unix nanoseconds of the last failed Redis check
 	mem       *memoryBuckets
 	log       *slog.Logger
 	metrics   *metrics
@@ -86,12 +94,14 @@ func newUserLimit(s *Server, surface, what string, perMinute int) *userLimit {
 func (l *userLimit) allow(ctx context.Context, user string) (time.Duration, error) {
 	var retry time.Duration
 	if l.redis != nil {
-		if l.redisDown() {
+		if l.redisDown() || time.Since(time.Unix(0, l.failedAt.Load())) < failSkip {
 			return 0, nil
 		}
 		var err error
 		if retry, err = l.fromRedis(ctx, user); err != nil {
-			l.log.Warn("rate limit: redis failed, request let through", slog.String("surface", l.surface), slog.Any("error", err))
+			l.failedAt.Store(time.Now().UnixNano())
+			l.log.Warn("rate limit: redis failed, requests let through", slog.String("surface", l.surface),
+				slog.Duration("for", failSkip), slog.Any("error", err))
 			return 0, nil
 		}
 	} else {

@@ -80,11 +80,17 @@ func redisOptions(raw string) (redisTarget, error) {
 // client returns a client for t.
 func (t redisTarget) client() redis.UniversalClient {
 	// Contexts bound every call (the broker's publish timeout, the rate limit's).
+	// A dial is tried once: go-redis's default (5 attempts 100 ms apart, for each of
+	// a command's retries) made a command to a Redis that refuses connections take
+	// 1.7 s, and the first writes after Redis died wait for it; the broker's probe
+	// finds Redis again when it is back.
 	if t.cluster != nil {
 		t.cluster.ContextTimeoutEnabled = true
+		t.cluster.DialerRetries = 1
 		return redis.NewClusterClient(t.cluster)
 	}
 	t.single.ContextTimeoutEnabled = true
+	t.single.DialerRetries = 1
 	return redis.NewClient(t.single)
 }
 

@@ -54,25 +54,28 @@ func startPrivateRedis(t *testing.T) (string, func()) {
 	return "redis://127.0.0.1:" + port + "/0", stop
 }
 
-// TestRedisDownWrites: with Redis gone, REST writes still succeed and do not wait
-// on Redis reconnects for their publish (they took ~200 ms each: go-redis retried
-// its dial for every publish).
+// TestRedisDownWrites: with Redis gone, REST writes still succeed and none waits on
+// Redis: not on reconnects for its publish (they took ~200 ms each: go-redis retried
+// its dial for every publish), nor for the rate limit's lease of tokens, the writes
+// that need one before the broker has noticed that Redis is down (one took 1.7 s:
+// go-redis tried each dial 5 times, 100 ms apart, for each of a command's retries).
 func TestRedisDownWrites(t *testing.T) {
 	url, stop := startPrivateRedis(t)
-	ts := startServer(t, "sqlite", map[string]string{"REDIS_URL": url})
+	ts := startServer(t, "sqlite", map[string]string{"REDIS_URL": url, "RATE_LIMIT_WRITES": "40"}) // a lease of 2 writes
 	_, tok := ts.user(t)
 	ts.createTodo(t, tok, "with Redis")
 	stop()
-	ts.createTodo(t, tok, "the first write finds Redis gone")
 	const n = 20
+	var slowest time.Duration
 	start := time.Now()
 	for i := range n {
+		t0 := time.Now()
 		ts.createTodo(t, tok, "without Redis "+strconv.Itoa(i))
+		slowest = max(slowest, time.Since(t0))
 	}
-	per := time.Since(start) / n
-	t.Logf("%d writes with Redis down: %v each", n, per)
-	if per > 100*time.Millisecond {
-		t.Fatalf("a write with Redis down took %v on average", per)
+	t.Logf("%d writes with Redis down: %v each, the slowest %v", n, time.Since(start)/n, slowest)
+	if slowest > 500*time.Millisecond {
+		t.Fatalf("a write with Redis down took %v", slowest)
 	}
 }
 
