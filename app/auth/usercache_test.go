@@ -28,8 +28,9 @@ func (c *countingUsers) ExistingUsers(ctx context.Context, ids []string) ([]stri
 	return c.DB.ExistingUsers(ctx, ids)
 }
 
-// TestVerifierUserCache: a user's token used again and again costs one user lookup per
-// UserCacheTTL, not one per request; once the user row is deleted, the token is refused
+// TestVerifierUserCache: a user's token used again and again costs one user lookup on
+// the request path, then two a second in the background, not one per request; once
+// the user row is deleted, the token is refused
 // after UserCacheTTL at the latest (here: two verifiers, as two replicas would be), and
 // at once after ForgetUser.
 func TestVerifierUserCache(t *testing.T) {
@@ -138,6 +139,7 @@ func TestVerifierRefreshUsers(t *testing.T) {
 	for i := range 2*usersPerLookup + 500 {
 		v.known[fmt.Sprintf("GONE%028d", i)] = knownUser{until: now.Add(UserCacheTTL), used: now}
 	}
+	before := time.Now()
 	if !v.refreshUsers() {
 		t.Fatal("refreshUsers reported no user left")
 	}
@@ -148,8 +150,8 @@ func TestVerifierRefreshUsers(t *testing.T) {
 		t.Errorf("%d users left in the cache, want the %d that exist and were used", len(v.known), len(real))
 	}
 	for _, id := range real {
-		if e := v.known[id]; time.Until(e.until) < UserCacheTTL*9/10 {
-			t.Errorf("user %s trusted for %v more, want about %v", id, time.Until(e.until), UserCacheTTL)
+		if e := v.known[id]; e.until.Before(before.Add(UserCacheTTL)) || e.until.After(time.Now().Add(UserCacheTTL)) {
+			t.Errorf("user %s trusted until %v, want %v from its lookup (between %v and now)", id, e.until, UserCacheTTL, before)
 		}
 	}
 	for _, id := range real {
@@ -157,5 +159,30 @@ func TestVerifierRefreshUsers(t *testing.T) {
 	}
 	if v.refreshUsers() || len(v.known) != 0 {
 		t.Errorf("all users idle for over %v: %d left, want none and the loop ended", UserKeepWarm, len(v.known))
+	}
+}
+
+// TestVerifierRefreshAfterForget: a user forgotten (ForgetUser) while a background
+// refresh that finds it is in flight stays forgotten.
+func TestVerifierRefreshAfterForget(t *testing.T) {
+	users := &countingUsers{DB: storetest.Postgres(t)}
+	v := NewVerifier(Config{JWKSURL: "http://127.0.0.1:1/jwks"}, users, storetest.Quiet())
+	id := storetest.User(t, users).ID
+	v.known = map[string]knownUser{id: {until: time.Now().Add(UserCacheTTL), used: time.Now()}}
+	hold := make(chan struct{})
+	users.hold.Store(&hold)
+	done := make(chan bool)
+	go func() { done <- v.refreshUsers() }()
+	for users.lookups.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	v.ForgetUser(id)
+	users.hold.Store(nil)
+	close(hold)
+	<-done
+	v.kmu.Lock()
+	defer v.kmu.Unlock()
+	if _, ok := v.known[id]; ok {
+		t.Fatal("the refresh brought back a user ForgetUser dropped")
 	}
 }

@@ -275,7 +275,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 // again on the request path for UserCacheTTL, counted from before the lookup: a user
 // deleted at time T is refused from T + UserCacheTTL on, whatever lookups were in
 // flight at T. Meanwhile refreshLoop looks every user used within UserKeepWarm up
-// again, all of them in one query, every UserCacheTTL/2, and extends their entries:
+// again, in one query per usersPerLookup, every UserCacheTTL/2, and extends their entries:
 // a user who keeps making requests is looked up on the request path once, not once a
 // second, and the database sees two queries a second per replica (per 1,000 users),
 // not one per request.
