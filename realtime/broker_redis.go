@@ -274,6 +274,11 @@ func (b *RedisBroker) conn(ctx context.Context, bucket int) (*redisConn, error) 
 // Subscribe implements Broker. It returns once Redis confirmed every channel, or with
 // ctx's error (then the channels are unsubscribed again).
 func (b *RedisBroker) Subscribe(ctx context.Context, channels ...string) error {
+	// Checked first: with ctx done, the wait below could still pick a confirmation
+	// that came at once.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("redis subscribe: %w", err)
+	}
 	for bucket, chs := range b.group(channels) {
 		if err := b.subscribe(ctx, bucket, chs); err != nil {
 			return err
