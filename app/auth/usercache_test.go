@@ -125,14 +125,14 @@ func TestVerifierUserCacheRefreshedInBackground(t *testing.T) {
 
 // TestVerifierRefreshUsers: one background refresh asks for every known user in one
 // query per usersPerLookup, keeps those that exist, forgets those that do not and those
-// not used within UserKeepWarm, and reports when none is left.
+// not used within userKeepWarm, and reports when none is left.
 func TestVerifierRefreshUsers(t *testing.T) {
 	users := &countingUsers{DB: storetest.Postgres(t)}
 	v := NewVerifier(Config{JWKSURL: "http://127.0.0.1:1/jwks"}, users, storetest.Quiet())
 	now := time.Now()
 	real := []string{storetest.User(t, users).ID, storetest.User(t, users).ID, storetest.User(t, users).ID}
 	idle := storetest.User(t, users).ID
-	v.known = map[string]knownUser{idle: {until: now.Add(UserCacheTTL), used: now.Add(-UserKeepWarm - time.Second)}}
+	v.known = map[string]knownUser{idle: {until: now.Add(UserCacheTTL), used: now.Add(-userKeepWarm - time.Second)}}
 	for _, id := range real {
 		v.known[id] = knownUser{until: now.Add(UserCacheTTL / 10), used: now}
 	}
@@ -155,10 +155,10 @@ func TestVerifierRefreshUsers(t *testing.T) {
 		}
 	}
 	for _, id := range real {
-		v.known[id] = knownUser{until: now.Add(UserCacheTTL), used: now.Add(-UserKeepWarm - time.Second)}
+		v.known[id] = knownUser{until: now.Add(UserCacheTTL), used: now.Add(-userKeepWarm - time.Second)}
 	}
 	if v.refreshUsers() || len(v.known) != 0 {
-		t.Errorf("all users idle for over %v: %d left, want none and the loop ended", UserKeepWarm, len(v.known))
+		t.Errorf("all users idle for over %v: %d left, want none and the loop ended", userKeepWarm, len(v.known))
 	}
 }
 

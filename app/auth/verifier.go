@@ -112,10 +112,10 @@ type knownUser struct {
 	used  time.Time // last request that relied on it
 }
 
-// UserKeepWarm is how long after its last request a user stays in the user cache,
+// userKeepWarm is how long after its last request a user stays in the user cache,
 // looked up again in the background (see refreshUsers); a user who comes back later
 // is looked up on the request path once.
-const UserKeepWarm = time.Minute
+const userKeepWarm = time.Minute
 
 // usersPerLookup is the most users one background lookup asks for.
 const usersPerLookup = 1000
@@ -274,7 +274,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 // checkUser checks that the token's user exists. A user found to exist is not looked up
 // again on the request path for UserCacheTTL, counted from before the lookup: a user
 // deleted at time T is refused from T + UserCacheTTL on, whatever lookups were in
-// flight at T. Meanwhile refreshLoop looks every user used within UserKeepWarm up
+// flight at T. Meanwhile refreshLoop looks every user used within userKeepWarm up
 // again, in one query per usersPerLookup, every UserCacheTTL/2, and extends their entries:
 // a user who keeps making requests is looked up on the request path once, not once a
 // second, and the database sees two queries a second per replica (per 1,000 users),
@@ -327,7 +327,7 @@ func (v *Verifier) refreshLoop() {
 }
 
 // refreshUsers looks up again, usersPerLookup at a time, every known user used within
-// UserKeepWarm: one found is trusted for UserCacheTTL from before its lookup, one gone
+// userKeepWarm: one found is trusted for UserCacheTTL from before its lookup, one gone
 // is forgotten (its next request is refused). Users not used for longer are forgotten.
 // If the database fails, the entries are left to expire: their next requests look
 // them up, and fail as the database does. It reports whether any user is left; if none
@@ -337,7 +337,7 @@ func (v *Verifier) refreshUsers() bool {
 	v.kmu.Lock()
 	ids := make([]string, 0, len(v.known))
 	for id, e := range v.known {
-		if now.Sub(e.used) > UserKeepWarm {
+		if now.Sub(e.used) > userKeepWarm {
 			delete(v.known, id)
 			continue
 		}
