@@ -334,7 +334,6 @@ func newRunner(ctx context.Context, c config) (*runner, error) {
 		}
 		return r, nil
 	}
-
 	if r.setup, err = newSetup(ctx, c.databaseURL, c.dataDir, c.publicURL); err != nil {
 		r.cpu.Close()
 		return nil, err
@@ -345,8 +344,8 @@ func newRunner(ctx context.Context, c config) (*runner, error) {
 			return nil, err
 		}
 	}
-	if c.alongside > 0 {
-		if _, err := r.setup.restUsers(ctx, c.restUsers, time.Hour); err != nil {
+	if c.alongside > 0 { // the users pgbench's change.sql names (no tokens needed)
+		if err := insertRESTUsers(ctx, r.setup.db, c.restUsers); err != nil {
 			r.Close()
 			return nil, err
 		}
@@ -557,7 +556,7 @@ func (r *runner) window(ctx context.Context, name string, cn *connected, ch *cha
 	for m.received.Load() < st.expected && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
-	var alongside *restResult
+	var alongside *restResult // waited for before the CPU sample: its CPU counts
 	if pg != nil {
 		res := <-pg
 		alongside = &res
@@ -581,8 +580,8 @@ func (r *runner) window(ctx context.Context, name string, cn *connected, ch *cha
 				x.PubGaps, x.Published, 100*float64(x.PubGaps)/float64(x.Published)))
 		}
 	}
+	x.Alongside = alongside
 	if res := alongside; res != nil {
-		x.Alongside = res
 		if res.FirstErr != "" {
 			x.Notes = append(x.Notes, "pgbench alongside: "+res.FirstErr)
 		} else {
