@@ -86,6 +86,8 @@ type chatRun struct {
 	cancel  context.CancelFunc
 	stream  *frameQueue // the SSE response, nil otherwise
 
+	ending bool // the answer is final: no longer cancellable (under chatService.mu)
+
 	done chan struct{} // closed when msg and err are set
 	msg  store.ChatMessage
 	err  error // what POST answers instead of msg: 502, or a store error
@@ -232,12 +234,21 @@ func (cs *chatService) register(run *chatRun) bool {
 // cancelRun cancels the user's chat id if it runs on this replica.
 func (cs *chatService) cancelRun(user, id string) bool {
 	cs.mu.Lock()
+	defer cs.mu.Unlock()
 	run, ok := cs.running[chatKey{user, id}]
-	cs.mu.Unlock()
-	if ok {
-		run.cancel()
+	if !ok || run.ending {
+		return false
 	}
-	return ok
+	run.cancel()
+	return true
+}
+
+// end marks run final before its last frame goes out, so that a cancel
+// sent after chat.done is answered not_found, never with silence.
+func (cs *chatService) end(run *chatRun) {
+	cs.mu.Lock()
+	run.ending = true
+	cs.mu.Unlock()
 }
 
 // runChat runs the agent for one message, publishes its frames and
@@ -257,6 +268,7 @@ func (s *Server) runChat(run *chatRun) {
 	s.emit(run, chatFrame{Type: "chat.started", ID: run.key.id, Message: msg, ConversationID: run.in.ConversationID})
 
 	reply, err := s.runAgent(run, agent.Request{UserID: user, Message: msg, History: s.chatContext(run.ctx, user)})
+	s.chat.end(run)
 
 	status := chatCompleted
 	var modelErr *agent.ModelError
