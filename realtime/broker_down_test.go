@@ -129,15 +129,26 @@ func TestRedisBrokerRedisDown(t *testing.T) {
 	rs.start(t)
 	waitFor(t, "publishing resumed", func() bool { return logs.count("publishing resumed") == 1 })
 	waitFor(t, "the subscriber resubscribed", func() bool { return r.resubs.Load() > 0 })
-	for len(r.pubs) > 0 { // the republished last skipped one, if it came after the resubscribe
-		if got := <-r.pubs; !bytes.Equal(got.data, msg(201)) {
-			t.Fatalf("after the outage got %q, want only the last skipped (seq 201)", got.data)
-		}
-	}
 	if err := pub.Publish(ctx, "user:a", msg(202)); err != nil {
 		t.Fatal(err)
 	}
-	r.expect(t, "user:a", msg(202))
+	// The republished last skipped one (seq 201) may come first, once: the probe
+	// republishes it outside the publish queue, so it may also come after 202 (unread).
+	for got := 0; got < 2; {
+		select {
+		case m := <-r.pubs:
+			switch {
+			case bytes.Equal(m.data, msg(202)):
+				got = 2
+			case bytes.Equal(m.data, msg(201)) && got == 0:
+				got = 1
+			default:
+				t.Fatalf("after the outage got %q, want the last skipped (seq 201) at most once, then 202", m.data)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no publication of seq 202 after the outage")
+		}
+	}
 	if n := logs.count("publishing is skipped"); n != 1 {
 		t.Fatalf("outage logged %d times, want once", n)
 	}
